@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test proofs figures bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, from the pinned CPU build, so nothing pulls a CUDA wheel
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) -m capacity.optimize --d1 50000 --d2 5000 --budget 10000
+
+test: setup
+	$(PY) -m pytest -q -n 2
+
+proofs: setup
+	$(PY) -m proofs
+
+figures: setup
+	$(PY) -m figures
+
+bench: setup
+	$(PY) benchmarks/cli_startup.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Plots: learned retention against theory, capacity, per-layer ReLU distributions."""

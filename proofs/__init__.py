@@ -1,0 +1,1 @@
+"""Machine-checked proofs of the claims of Section 5 and Appendix A."""

@@ -1,0 +1,1 @@
+"""Selective Network Linearization (Algorithm 1) for any torch.nn.Module."""
