@@ -1,0 +1,259 @@
+"""Datasets for the SNL trainer: real data that ships with scikit-learn, synthetic
+memorization sets, and CIFAR-10/100 / Tiny-ImageNet read from a local directory.
+
+Nothing is ever downloaded. Every loader returns a :class:`DataBundle` whose ``train`` and
+``test`` are ``torch.utils.data.Dataset`` objects yielding ``(x, y)`` with ``x`` a float
+tensor of shape ``in_shape`` and ``y`` an integer class label.
+
+Example::
+
+    >>> bundle = load_dataset("digits", seed=0)
+    >>> bundle.in_shape, bundle.num_classes, len(bundle.train) + len(bundle.test)
+    ((1, 8, 8), 10, 1797)
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+DATASETS = ("digits", "random", "collinear", "cifar10", "cifar100", "tiny-imagenet")
+
+# Per-channel statistics of the training sets (the usual published values).
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+TINY_MEAN, TINY_STD = (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)
+
+
+class DataError(ValueError):
+    """Bad dataset name, missing or malformed data directory (a user error)."""
+
+
+@dataclass
+class DataBundle:
+    """A train/test pair with the facts a model builder needs."""
+
+    train: Dataset
+    test: Dataset
+    num_classes: int  # number of output classes
+    in_shape: tuple  # shape of one input sample, e.g. (1, 8, 8) or (3, 32, 32)
+    name: str  # dataset name as given to load_dataset
+
+
+class AugmentedImages(Dataset):
+    """Normalised uint8 images (N, C, H, W) with optional random crop (zero padding) + flip.
+
+    Augmentation draws from the global torch RNG, so a seeded run (num_workers=0) is
+    reproducible and resumable by saving ``torch.get_rng_state()``.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std,
+                 augment: bool, pad: int = 4):
+        self.images, self.labels = images, labels
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.augment, self.pad = augment, pad
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = self.images[i].float().div_(255.0)
+        if self.augment:
+            x = random_crop_flip(x, self.pad)
+        return (x - self.mean) / self.std, int(self.labels[i])
+
+
+def random_crop_flip(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Random crop of the original size from the zero-padded image, then a random h-flip."""
+    _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    top, left = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+    x = padded[:, top:top + h, left:left + w]
+    if torch.rand(()) < 0.5:
+        x = x.flip(-1)
+    return x
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0,
+                 augment: bool = True, **synthetic) -> DataBundle:
+    """Load dataset ``name`` (one of :data:`DATASETS`).
+
+    Args:
+        name: "digits", "random", "collinear", "cifar10", "cifar100" or "tiny-imagenet".
+        data_dir: directory holding ``cifar-10-batches-py/``, ``cifar-100-python/`` or
+            ``tiny-imagenet-200/`` (ignored for the built-in sets).
+        seed: fixes the digits train/test split and the synthetic sets.
+        augment: random crop + flip on the CIFAR / Tiny-ImageNet training sets.
+        synthetic: ``n``, ``dim``, ``num_classes`` for "random"; ``n``, ``dim`` for "collinear".
+    Raises:
+        DataError: unknown name or a missing / malformed data directory.
+    """
+    if name == "digits":
+        return load_digits(seed)
+    if name == "random":
+        return random_labels(seed=seed, **synthetic)
+    if name == "collinear":
+        return collinear_alternating(seed=seed, **synthetic)
+    if name in ("cifar10", "cifar100"):
+        return load_cifar(name, _require_dir(data_dir, name), augment)
+    if name == "tiny-imagenet":
+        return load_tiny_imagenet(_require_dir(data_dir, name), augment)
+    raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+
+
+def _require_dir(data_dir, name: str) -> Path:
+    if data_dir is None:
+        raise DataError(f"dataset {name!r} needs --data-dir; {_layout(name)}")
+    return Path(data_dir)
+
+
+def _layout(name: str) -> str:
+    return {
+        "cifar10": "expected DIR/cifar-10-batches-py/data_batch_1..5 and test_batch "
+                   "(the python version of CIFAR-10)",
+        "cifar100": "expected DIR/cifar-100-python/train and test "
+                    "(the python version of CIFAR-100)",
+        "tiny-imagenet": "expected DIR/tiny-imagenet-200/train/<wnid>/images/*.JPEG and "
+                         "DIR/tiny-imagenet-200/val/images + val/val_annotations.txt",
+    }[name]
+
+
+def load_digits(seed: int = 0, test_fraction: float = 0.2) -> DataBundle:
+    """scikit-learn's 1,797 8x8 digits scaled to [0, 1], shape (1, 8, 8), stratified split."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    data = sk_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).div_(16.0).unsqueeze(1)
+    y = torch.tensor(data.target, dtype=torch.long)
+    idx_train, idx_test = train_test_split(
+        torch.arange(len(y)).numpy(), test_size=test_fraction, random_state=seed,
+        stratify=y.numpy())
+    idx_train, idx_test = torch.from_numpy(idx_train), torch.from_numpy(idx_test)
+    return DataBundle(TensorDataset(x[idx_train], y[idx_train]),
+                      TensorDataset(x[idx_test], y[idx_test]), 10, (1, 8, 8), "digits")
+
+
+def random_labels(n: int = 256, dim: int = 16, num_classes: int = 2, seed: int = 0) -> DataBundle:
+    """Memorization set: Gaussian inputs with uniformly random labels; test set = train set."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=g)
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    ds = TensorDataset(x, y)
+    return DataBundle(ds, ds, num_classes, (dim,), "random")
+
+
+def collinear_alternating(n: int = 64, dim: int = 2, seed: int = 0) -> DataBundle:
+    """The capacity argument's set: x_i = i * u, y_i = i mod 2, i = 0..n-1; test = train.
+
+    ``u`` is a random direction of length 1/n, so the points span a unit segment.
+    """
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(dim, generator=g)
+    u = u / (u.norm() * n)
+    i = torch.arange(n)
+    ds = TensorDataset(i.float().unsqueeze(1) * u, i % 2)
+    return DataBundle(ds, ds, 2, (dim,), "collinear")
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"missing file {path}")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as exc:  # truncated or foreign file
+        raise DataError(f"cannot read {path}: {exc}") from None
+
+
+def _cifar_arrays(batches: list[dict], label_key: bytes, path: Path):
+    xs, ys = [], []
+    for batch in batches:
+        if b"data" not in batch or label_key not in batch:
+            raise DataError(f"{path}: batch lacks b'data' or {label_key!r}")
+        xs.append(torch.as_tensor(batch[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
+        ys.append(torch.as_tensor(list(batch[label_key]), dtype=torch.long))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def load_cifar(name: str, data_dir: Path, augment: bool = True) -> DataBundle:
+    """CIFAR-10 / CIFAR-100 in their standard python pickle format from ``data_dir``."""
+    if name == "cifar10":
+        root, key, classes, mean, std = (data_dir / "cifar-10-batches-py", b"labels", 10,
+                                         CIFAR10_MEAN, CIFAR10_STD)
+        train_files = [root / f"data_batch_{i}" for i in range(1, 6)]
+        test_files = [root / "test_batch"]
+    else:
+        root, key, classes, mean, std = (data_dir / "cifar-100-python", b"fine_labels", 100,
+                                         CIFAR100_MEAN, CIFAR100_STD)
+        train_files, test_files = [root / "train"], [root / "test"]
+    if not root.is_dir():
+        raise DataError(f"no {root.name}/ in {data_dir}; {_layout(name)}")
+    x_tr, y_tr = _cifar_arrays([_unpickle(p) for p in train_files], key, root)
+    x_te, y_te = _cifar_arrays([_unpickle(p) for p in test_files], key, root)
+    return DataBundle(AugmentedImages(x_tr, y_tr, mean, std, augment),
+                      AugmentedImages(x_te, y_te, mean, std, False), classes, (3, 32, 32), name)
+
+
+class ImageFiles(Dataset):
+    """Images read lazily from disk with PIL, resized to ``size`` if needed, normalised."""
+
+    def __init__(self, files: list[Path], labels: list[int], size: int, augment: bool):
+        self.files, self.labels, self.size, self.augment = files, labels, size, augment
+        self.mean = torch.tensor(TINY_MEAN).view(-1, 1, 1)
+        self.std = torch.tensor(TINY_STD).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with Image.open(self.files[i]) as img:
+            img = img.convert("RGB")
+            if img.size != (self.size, self.size):
+                img = img.resize((self.size, self.size))
+            x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        x = x.view(self.size, self.size, 3).permute(2, 0, 1).float().div_(255.0)
+        if self.augment:
+            x = random_crop_flip(x, 4)
+        return (x - self.mean) / self.std, self.labels[i]
+
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+
+def load_tiny_imagenet(data_dir: Path, augment: bool = True, size: int = 64) -> DataBundle:
+    """Tiny-ImageNet-200 from its image-folder layout; classes are the sorted train wnids."""
+    root = data_dir / "tiny-imagenet-200"
+    train_root, val_root = root / "train", root / "val"
+    annotations = val_root / "val_annotations.txt"
+    if not train_root.is_dir() or not annotations.is_file():
+        raise DataError(f"no usable tiny-imagenet-200/ in {data_dir}; {_layout('tiny-imagenet')}")
+    wnids = sorted(p.name for p in train_root.iterdir() if p.is_dir())
+    index = {w: k for k, w in enumerate(wnids)}
+    train_files, train_labels = [], []
+    for wnid in wnids:
+        for f in sorted((train_root / wnid / "images").glob("*")):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                train_files.append(f)
+                train_labels.append(index[wnid])
+    val_files, val_labels = [], []
+    for line in annotations.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2:
+            continue
+        if parts[1] not in index:
+            raise DataError(f"{annotations}: class {parts[1]!r} has no train/{parts[1]}/ folder")
+        val_files.append(val_root / "images" / parts[0])
+        val_labels.append(index[parts[1]])
+    if not train_files or not val_files:
+        raise DataError(f"no images found under {root}; {_layout('tiny-imagenet')}")
+    return DataBundle(ImageFiles(train_files, train_labels, size, augment),
+                      ImageFiles(val_files, val_labels, size, False), len(wnids),
+                      (3, size, size), "tiny-imagenet")
