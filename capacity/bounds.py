@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from math import prod
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def _tidy(value):

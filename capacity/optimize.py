@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 from fractions import Fraction
-from typing import Sequence
+from collections.abc import Sequence
 
 from capacity.bounds import corollary1_counts, corollary2_counts, sharp_capacity
 from capacity.exact import Exact, exact_float, exact_str
