@@ -1,0 +1,678 @@
+"""Exact count of the linear pieces of a feed-forward network along a line.
+
+A network with piecewise-linear activations restricted to the line
+``origin + t * direction`` is a continuous piecewise-linear function of the scalar ``t``.
+This module finds its breakpoints and counts its pieces, for any depth and input width,
+with per-neuron masks (1 = activation kept, 0 = linearized, i.e. identity) and pruned
+neurons (a zero weight row, or a zero outgoing column). These are the quantities the
+capacity bounds of ``capacity.bounds`` speak about.
+
+Two paths:
+
+- exact (default): ints and Fractions end to end. The line is cut into intervals; on each
+  interval every neuron is an affine function of ``t``. Each layer cuts every interval
+  where a kept neuron's pre-activation crosses an activation threshold, then maps every
+  piece through the activation. At the end, adjacent intervals whose output maps are equal
+  are merged, so coincident breakpoints, zero weights and duplicate neurons count right.
+- fast (``exact=False``): the same algorithm vectorised in float64 with numpy, with
+  relative tolerances for zero slopes, coincident breakpoints and equal output slopes.
+  The tests check it against the exact path on every generated network.
+
+Command line: ``python -m capacity.pieces NET.json [--json] [--fast]`` (see ``main``).
+The network JSON format is the one of ``DESIGN.md``:
+``{"layers": [{"weight": [[...]], "bias": [...], "mask": [1, 0, ...]}, ...],
+"output": {"weight": [...], "bias": ...}, "origin": [...], "direction": [...],
+"activation": "relu"}``; numbers are ints, floats (converted exactly) or "p/q" strings.
+
+Example:
+    >>> net = load_network({"layers": [{"weight": [[1], [1]], "bias": [0, -1]}],
+    ...                     "output": {"weight": [1, -2], "bias": 0}})
+    >>> count_pieces(net)
+    PieceCount(pieces=3, breakpoints=(0, 1))
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from fractions import Fraction
+from math import isfinite
+from pathlib import Path
+from typing import Any, Sequence
+
+from capacity.exact import as_exact, exact_str
+
+Number = int | Fraction
+
+
+class NetworkError(ValueError):
+    """A network description that cannot be read (the message says where and why)."""
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A continuous piecewise-linear activation with ``p = len(pieces)`` pieces.
+
+    ``thresholds`` are the sorted breakpoints; piece ``i`` (between threshold ``i-1`` and
+    threshold ``i``) maps ``z`` to ``slope_i * z + intercept_i``.
+    """
+
+    name: str
+    thresholds: tuple[Number, ...]
+    pieces: tuple[tuple[Number, Number], ...]
+
+    @property
+    def p(self) -> int:
+        """Number of linear pieces of the activation (ReLU: 2, hard-tanh: 3)."""
+        return len(self.pieces)
+
+    def piece_at(self, z: Number) -> tuple[Number, Number]:
+        """(slope, intercept) of the piece containing ``z`` (either one at a threshold)."""
+        return self.pieces[bisect_left(self.thresholds, z)]
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "relu": Activation("relu", (0,), ((0, 0), (1, 0))),
+    "hardtanh": Activation("hardtanh", (-1, 1), ((0, -1), (1, 0), (0, 1))),
+    "leaky_relu": Activation("leaky_relu", (0,), ((Fraction(1, 100), 0), (1, 0))),
+}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One hidden layer: ``weight`` (width x fan-in), ``bias`` (width), ``mask`` (width)."""
+
+    weight: tuple[tuple[Number, ...], ...]
+    bias: tuple[Number, ...]
+    mask: tuple[int, ...]
+
+    @property
+    def width(self) -> int:
+        return len(self.bias)
+
+
+@dataclass(frozen=True)
+class Network:
+    """A feed-forward network with one scalar output, restricted to a line.
+
+    Attributes:
+        layers: the hidden layers, input side first.
+        output_weight: weights of the scalar output (length = width of the last layer).
+        output_bias: bias of the output.
+        origin, direction: the line ``origin + t * direction`` in input space.
+        activation: a key of ``ACTIVATIONS``.
+    """
+
+    layers: tuple[Layer, ...]
+    output_weight: tuple[Number, ...]
+    output_bias: Number = 0
+    origin: tuple[Number, ...] = (0,)
+    direction: tuple[Number, ...] = (1,)
+    activation: str = "relu"
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Width of every hidden layer, pruned neurons included."""
+        return tuple(layer.width for layer in self.layers)
+
+    def pruned(self) -> tuple[tuple[bool, ...], ...]:
+        """Per layer and neuron: True when the neuron is pruned.
+
+        A neuron is pruned when its incoming weight row is zero (it is a constant, which
+        the next layer's bias absorbs) or its outgoing weights are all zero.
+        """
+        result = []
+        for index, layer in enumerate(self.layers):
+            if index + 1 < len(self.layers):
+                outgoing = [[row[k] for row in self.layers[index + 1].weight]
+                            for k in range(layer.width)]
+            else:
+                outgoing = [[w] for w in self.output_weight]
+            result.append(tuple(not any(row) or not any(out)
+                                for row, out in zip(layer.weight, outgoing)))
+        return tuple(result)
+
+    def retained(self) -> tuple[int, ...]:
+        """Per layer, the number of neurons that keep their activation and are not pruned."""
+        return tuple(sum(1 for m, cut in zip(layer.mask, pruned) if m and not cut)
+                     for layer, pruned in zip(self.layers, self.pruned()))
+
+    def kept(self) -> tuple[int, ...]:
+        """Per layer, the number of neurons that are not pruned."""
+        return tuple(sum(1 for cut in pruned if not cut) for pruned in self.pruned())
+
+    def __call__(self, point: Sequence[Number]) -> Number:
+        """Evaluate the network exactly at an input point (a sequence of numbers)."""
+        act = ACTIVATIONS[self.activation]
+        h = list(point)
+        for layer in self.layers:
+            z = [sum((w * v for w, v in zip(row, h)), b)
+                 for row, b in zip(layer.weight, layer.bias)]
+            h = [_apply(act, v) if m else v for v, m in zip(z, layer.mask)]
+        return sum((w * v for w, v in zip(self.output_weight, h)), self.output_bias)
+
+
+def _apply(act: Activation, z: Number) -> Number:
+    slope, intercept = act.piece_at(z)
+    return slope * z + intercept
+
+
+@dataclass(frozen=True)
+class PieceCount:
+    """Result of ``count_pieces``: number of linear pieces and the sorted breakpoints (in t)."""
+
+    pieces: int
+    breakpoints: tuple
+
+
+@dataclass(frozen=True)
+class Restriction:
+    """The network along the line: breakpoints and, per piece, output = slope * t + intercept."""
+
+    breakpoints: tuple
+    slopes: tuple
+    intercepts: tuple = field(repr=False)
+
+    def __call__(self, t):
+        i = bisect_left(self.breakpoints, t)
+        return self.slopes[i] * t + self.intercepts[i]
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _number(value: Any, where: str) -> Number:
+    """One number from the JSON: int, float (converted exactly) or an "n" / "p/q" string."""
+    if isinstance(value, bool):
+        raise NetworkError(f"{where} must be a number, got {json.dumps(value)}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not isfinite(value):
+            raise NetworkError(f"{where} must be finite, got {value}")
+        frac = Fraction(value)
+        return frac.numerator if frac.denominator == 1 else frac
+    if isinstance(value, (str, Fraction)):
+        try:
+            return as_exact(value, where)
+        except ValueError as err:
+            raise NetworkError(str(err)) from None
+    raise NetworkError(f"{where} must be a number, got {json.dumps(value, default=str)}")
+
+
+def _vector(value: Any, where: str, length: int | None = None) -> tuple[Number, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise NetworkError(f"{where} must be a list of numbers, got {json.dumps(value, default=str)}")
+    if length is not None and len(value) != length:
+        raise NetworkError(f"{where} must have length {length}, got {len(value)}")
+    return tuple(_number(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def _matrix(value: Any, where: str, columns: int | None) -> tuple[tuple[Number, ...], ...]:
+    if not isinstance(value, (list, tuple)):
+        raise NetworkError(f"{where} must be a list of rows, got {json.dumps(value, default=str)}")
+    rows = []
+    for i, row in enumerate(value):
+        if columns is None and isinstance(row, (list, tuple)):
+            columns = len(row)
+        rows.append(_vector(row, f"{where}[{i}]", columns))
+    return tuple(rows)
+
+
+def _mask(value: Any, where: str, width: int) -> tuple[int, ...]:
+    if value is None:
+        return (1,) * width
+    if not isinstance(value, (list, tuple)) or len(value) != width:
+        size = len(value) if isinstance(value, (list, tuple)) else json.dumps(value, default=str)
+        raise NetworkError(f"{where} must be a list of {width} entries 0/1 (one per neuron), got {size}")
+    for i, m in enumerate(value):
+        if isinstance(m, bool) or m not in (0, 1):
+            raise NetworkError(f"{where}[{i}] must be 0 or 1, got {json.dumps(m, default=str)}")
+    return tuple(int(m) for m in value)
+
+
+def network_from_dict(data: Any) -> Network:
+    """Build a ``Network`` from the parsed network JSON (see the module docstring).
+
+    Args:
+        data: a dict with "layers", "output" and optionally "origin", "direction",
+            "activation". "mask" defaults to all ones; origin/direction default to 0 and 1
+            and are required when the input is wider than 1.
+
+    Returns:
+        The network, every number an int or a Fraction.
+
+    Raises:
+        NetworkError: for a missing key, ragged matrix, wrong length, non-number, unknown
+            activation or zero direction; the message names the offending entry.
+
+    Example:
+        >>> network_from_dict({"layers": [], "output": {"weight": [], "bias": "1/2"}}).output_bias
+        Fraction(1, 2)
+    """
+    if not isinstance(data, dict):
+        raise NetworkError("the network must be a JSON object with keys 'layers' and 'output'")
+    for key in ("layers", "output"):
+        if key not in data:
+            raise NetworkError(f"the network has no {key!r} key")
+    activation = data.get("activation", "relu")
+    if activation not in ACTIVATIONS:
+        raise NetworkError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    if not isinstance(data["layers"], list):
+        raise NetworkError("'layers' must be a list of {weight, bias, mask} objects")
+    fan_in = len(data["origin"]) if isinstance(data.get("origin"), list) else None
+    if fan_in is None and isinstance(data.get("direction"), list):
+        fan_in = len(data["direction"])
+    input_width = fan_in
+    layers = []
+    for index, raw in enumerate(data["layers"]):
+        where = f"layers[{index}]"
+        if not isinstance(raw, dict) or "weight" not in raw or "bias" not in raw:
+            raise NetworkError(f"{where} must be an object with 'weight' and 'bias'")
+        weight = _matrix(raw["weight"], f"{where}.weight", fan_in)
+        bias = _vector(raw["bias"], f"{where}.bias", len(weight))
+        if weight and input_width is None:
+            input_width = len(weight[0])
+        mask = _mask(raw.get("mask"), f"{where}.mask", len(weight))
+        layers.append(Layer(weight, bias, mask))
+        fan_in = len(weight)
+    output = data["output"]
+    if not isinstance(output, dict) or "weight" not in output:
+        raise NetworkError("'output' must be an object with 'weight' and 'bias'")
+    if isinstance(output["weight"], list) and output["weight"] and isinstance(output["weight"][0], list):
+        if len(output["weight"]) != 1:
+            raise NetworkError(f"output.weight must have one row (a single output), got {len(output['weight'])}")
+        output = dict(output, weight=output["weight"][0])
+    out_bias = output.get("bias", 0)
+    if isinstance(out_bias, list):
+        if len(out_bias) != 1:
+            raise NetworkError(f"output.bias must be one number (a single output), got {len(out_bias)}")
+        out_bias = out_bias[0]
+    out_weight = _vector(output["weight"], "output.weight", fan_in)
+    if input_width is None:
+        input_width = 1
+    origin = _vector(data.get("origin", [0] * input_width), "origin", input_width)
+    direction = _vector(data.get("direction", [1] * input_width if input_width == 1 else None),
+                        "direction", input_width)
+    if not any(direction):
+        raise NetworkError("direction must not be the zero vector")
+    return Network(tuple(layers), out_weight, _number(out_bias, "output.bias"),
+                   origin, direction, activation)
+
+
+def load_network(source: str | Path | dict) -> Network:
+    """Read a network from a JSON file path or an already parsed dict.
+
+    Raises:
+        NetworkError: unreadable file, invalid JSON or an invalid network.
+
+    Example:
+        >>> load_network({"layers": [], "output": {"weight": [], "bias": 3}}).widths
+        ()
+    """
+    if isinstance(source, dict):
+        return network_from_dict(source)
+    path = Path(source)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise NetworkError(f"cannot read {path}: {err.strerror or err}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise NetworkError(f"{path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    return network_from_dict(data)
+
+
+def network_to_dict(net: Network) -> dict:
+    """The network JSON of ``net`` with exact numbers as strings (inverse of ``load_network``)."""
+    s = exact_str
+    return {
+        "activation": net.activation,
+        "layers": [{"weight": [[s(w) for w in row] for row in layer.weight],
+                    "bias": [s(b) for b in layer.bias], "mask": list(layer.mask)}
+                   for layer in net.layers],
+        "output": {"weight": [s(w) for w in net.output_weight], "bias": s(net.output_bias)},
+        "origin": [s(v) for v in net.origin],
+        "direction": [s(v) for v in net.direction],
+    }
+
+
+def from_torch(module, origin=None, direction=None) -> Network:
+    """Convert a torch ``nn.Sequential`` of Linear and activation modules to a ``Network``.
+
+    Each hidden Linear may be followed by ``nn.ReLU`` (mask all ones), ``nn.Hardtanh()``,
+    ``nn.LeakyReLU(0.01)``, an ``snl_train.gates.ReLUGate`` whose ``c`` is 0/1 per neuron
+    (variant "linearize": c = 0 linearizes; variant "zero": c = 0 prunes), or nothing
+    (a linearized layer). The last module must be a Linear with one output. Float weights
+    are converted exactly (``Fraction(float)``). torch is imported only here.
+
+    Args:
+        module: the ``nn.Sequential``.
+        origin, direction: the line; default 0 and 1 for a one-dimensional input.
+
+    Raises:
+        NetworkError: an unsupported module, a non-binary gate, several outputs, or a
+            missing line for an input wider than 1.
+
+    Example:
+        >>> import torch.nn as nn                                   # doctest: +SKIP
+        >>> count_pieces(from_torch(nn.Sequential(nn.Linear(1, 3), nn.ReLU(),   # doctest: +SKIP
+        ...                                       nn.Linear(3, 1)))).pieces <= 4
+        True
+    """
+    import torch.nn as nn  # heavy import only when a torch model is converted
+
+    modules = list(module.children()) if isinstance(module, nn.Sequential) else [module]
+    linears: list = []
+    acts: list = []
+    names = {nn.ReLU: "relu", nn.Hardtanh: "hardtanh", nn.LeakyReLU: "leaky_relu"}
+    for index, sub in enumerate(modules):
+        if isinstance(sub, nn.Linear):
+            linears.append(sub)
+            acts.append(None)
+        elif not linears or acts[-1] is not None:
+            raise NetworkError(f"module {index} ({type(sub).__name__}) must follow a Linear layer")
+        elif type(sub) in names:
+            acts[-1] = sub
+        elif type(sub).__name__ == "ReLUGate" and hasattr(sub, "c"):
+            acts[-1] = sub
+        elif isinstance(sub, (nn.Identity, nn.Flatten)):
+            continue
+        else:
+            raise NetworkError(f"module {index} ({type(sub).__name__}) is not Linear, ReLU, Hardtanh, LeakyReLU or ReLUGate")
+    if not linears or acts[-1] is not None or linears[-1].out_features != 1:
+        raise NetworkError("the model must end with a Linear layer with one output")
+    activation = "relu"
+    layers = []
+    for lin, act in zip(linears[:-1], acts[:-1]):
+        weight = [[_number(float(w), "weight") for w in row] for row in lin.weight.detach().double().tolist()]
+        bias = ([_number(float(b), "bias") for b in lin.bias.detach().double().tolist()]
+                if lin.bias is not None else [0] * lin.out_features)
+        mask = [1] * lin.out_features
+        if act is None:
+            mask = [0] * lin.out_features
+        elif type(act).__name__ == "ReLUGate":
+            cs = act.c.detach().reshape(-1).double().tolist()
+            if len(cs) != lin.out_features or any(c not in (0.0, 1.0) for c in cs):
+                raise NetworkError("a ReLUGate must have one c per neuron, each 0 or 1 (binarize it first)")
+            if getattr(act, "variant", "linearize") == "zero":
+                weight = [row if c else [0] * len(row) for row, c in zip(weight, cs)]
+                bias = [b if c else 0 for b, c in zip(bias, cs)]
+            else:
+                mask = [int(c) for c in cs]
+        else:
+            kind = names[type(act)]
+            if kind == "hardtanh" and (act.min_val, act.max_val) != (-1.0, 1.0):
+                raise NetworkError("only Hardtanh(-1, 1) is supported")
+            if kind == "leaky_relu" and act.negative_slope != 0.01:
+                raise NetworkError("only LeakyReLU(0.01) is supported")
+            if activation != "relu" and kind != activation and kind != "relu":
+                raise NetworkError("all activations of the model must be of one kind")
+            activation = kind if kind != "relu" else activation
+        layers.append(Layer(tuple(map(tuple, weight)), tuple(bias), tuple(mask)))
+    last = linears[-1]
+    out_weight = tuple(_number(float(w), "weight") for w in last.weight.detach().double().reshape(-1).tolist())
+    out_bias = _number(float(last.bias.item()), "bias") if last.bias is not None else 0
+    width = linears[0].in_features
+    if origin is None and direction is None and width != 1:
+        raise NetworkError(f"the input has {width} features: give origin and direction")
+    origin = tuple(_vector(list(origin), "origin", width)) if origin is not None else (0,) * width
+    direction = tuple(_vector(list(direction), "direction", width)) if direction is not None else (1,) * width
+    if not any(direction):
+        raise NetworkError("direction must not be the zero vector")
+    return Network(tuple(layers), out_weight, out_bias, origin, direction, activation)
+
+
+# ----------------------------------------------------------------------------- exact path
+
+
+def _representative(lo, hi):
+    """A point strictly inside the interval (lo, hi); None stands for -inf / +inf."""
+    if lo is None:
+        return 0 if hi is None else hi - 1
+    return lo + 1 if hi is None else (lo + hi) / 2
+
+
+def _dot(row, values, start=0):
+    total = start
+    for w, v in zip(row, values):
+        if w:
+            total += w * v
+    return total
+
+
+def restrict(net: Network) -> Restriction:
+    """The network along its line, exactly: breakpoints and one affine map per piece.
+
+    Returns:
+        A ``Restriction`` whose breakpoints are exactly the points where the output's
+        slope changes (merged: adjacent pieces always have different maps).
+
+    Example:
+        >>> net = load_network({"layers": [{"weight": [[1]], "bias": [0]}],
+        ...                     "output": {"weight": [1], "bias": 0}})
+        >>> restrict(net).slopes
+        (0, 1)
+    """
+    act = ACTIVATIONS[net.activation]
+    breaks: list = []
+    maps = [(list(net.direction), list(net.origin))]
+    for layer in net.layers:
+        kept = [k for k, m in enumerate(layer.mask) if m]
+        new_breaks: list = []
+        new_maps: list = []
+        for i, (a, c) in enumerate(maps):
+            za = [_dot(row, a) for row in layer.weight]
+            zc = [_dot(row, c, b) for row, b in zip(layer.weight, layer.bias)]
+            lo = breaks[i - 1] if i > 0 else None
+            hi = breaks[i] if i < len(breaks) else None
+            cuts = set()
+            for k in kept:
+                if za[k]:
+                    for theta in act.thresholds:
+                        t = Fraction(theta - zc[k]) / za[k]
+                        if (lo is None or t > lo) and (hi is None or t < hi):
+                            cuts.add(t)
+            points = [lo, *sorted(cuts), hi]
+            for left, right in zip(points, points[1:]):
+                t = _representative(left, right)
+                na, nc = list(za), list(zc)
+                for k in kept:
+                    slope, intercept = act.piece_at(za[k] * t + zc[k])
+                    na[k] = slope * za[k]
+                    nc[k] = slope * zc[k] + intercept
+                new_maps.append((na, nc))
+                if right is not None:
+                    new_breaks.append(right)
+        breaks, maps = new_breaks, new_maps
+    out = [(_dot(net.output_weight, a), _dot(net.output_weight, c, net.output_bias)) for a, c in maps]
+    merged_breaks, slopes, intercepts = [], [out[0][0]], [out[0][1]]
+    for t, (s, c) in zip(breaks, out[1:]):
+        if s != slopes[-1] or c != intercepts[-1]:
+            merged_breaks.append(t)
+            slopes.append(s)
+            intercepts.append(c)
+    tidy = lambda v: v.numerator if isinstance(v, Fraction) and v.denominator == 1 else v  # noqa: E731
+    return Restriction(tuple(map(tidy, merged_breaks)), tuple(map(tidy, slopes)), tuple(map(tidy, intercepts)))
+
+
+# ----------------------------------------------------------------------------- fast path
+
+
+def _restrict_fast(net: Network, tol: float = 1e-9):
+    """Float64 breakpoints of the output along the line (numpy, vectorised per layer)."""
+    import numpy as np  # only the fast path needs numpy
+
+    act = ACTIVATIONS[net.activation]
+    thresholds = np.array([float(v) for v in act.thresholds])
+    piece_slope = np.array([float(s) for s, _ in act.pieces])
+    piece_icpt = np.array([float(c) for _, c in act.pieces])
+    breaks = np.empty(0)
+    a = np.array([[float(v) for v in net.direction]])
+    c = np.array([[float(v) for v in net.origin]])
+    for layer in net.layers:
+        if layer.width == 0:
+            a = np.zeros((len(breaks) + 1, 0))
+            c = np.zeros((len(breaks) + 1, 0))
+            continue
+        w = np.array([[float(v) for v in row] for row in layer.weight]).reshape(layer.width, -1)
+        b = np.array([float(v) for v in layer.bias])
+        mask = np.array(layer.mask, dtype=bool)
+        za = a @ w.T
+        zc = c @ w.T + b
+        # a slope that is zero in exact arithmetic may come out as rounding noise
+        za[np.abs(za) <= 1e-12 * (np.abs(a) @ np.abs(w).T)] = 0.0
+        lo = np.concatenate(([-np.inf], breaks))[:, None, None]
+        hi = np.concatenate((breaks, [np.inf]))[:, None, None]
+        kept_a, kept_c = za[:, mask, None], zc[:, mask, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (thresholds[None, None, :] - kept_c) / kept_a
+            gap = tol * (1.0 + np.abs(t))
+            inside = np.isfinite(t) & (t > lo + gap) & (t < hi - gap)
+        new = np.sort(np.concatenate((breaks, t[inside])))
+        if new.size:
+            keep = np.concatenate(([True], np.diff(new) > tol * (1.0 + np.abs(new[1:]))))
+            new = new[keep]
+        rep = np.concatenate((new, [0.0]))
+        if new.size:
+            mids = (new[:-1] + new[1:]) / 2
+            rep = np.concatenate(([new[0] - 1.0], mids, [new[-1] + 1.0]))
+        parent = np.searchsorted(breaks, rep)
+        pa, pc = za[parent], zc[parent]
+        z = pa * rep[:, None] + pc
+        piece = np.searchsorted(thresholds, z)
+        s = np.where(mask, piece_slope[piece], 1.0)
+        icpt = np.where(mask, piece_icpt[piece], 0.0)
+        a, c = s * pa, s * pc + icpt
+        breaks = new
+    v = np.array([float(x) for x in net.output_weight])
+    slopes = a @ v if v.size else np.zeros(len(breaks) + 1)
+    scale = max(1.0, float(np.abs(slopes).max()) if slopes.size else 1.0)
+    changed = np.abs(np.diff(slopes)) > tol * scale
+    return breaks[changed]
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def count_pieces(net: Network, exact: bool = True) -> PieceCount:
+    """Number of linear pieces of the network's output along its line, and the breakpoints.
+
+    Args:
+        net: a ``Network`` (see ``load_network``, ``from_torch``).
+        exact: True for Fractions end to end (breakpoints are ints/Fractions); False for the
+            vectorised float64 path (breakpoints are floats).
+
+    Returns:
+        ``PieceCount(pieces, breakpoints)`` with ``pieces == len(breakpoints) + 1``.
+
+    Example:
+        >>> net = load_network({"activation": "hardtanh",
+        ...     "layers": [{"weight": [[1]], "bias": [0]}], "output": {"weight": [1]}})
+        >>> count_pieces(net).pieces
+        3
+    """
+    if exact:
+        breaks = restrict(net).breakpoints
+    else:
+        breaks = tuple(float(t) for t in _restrict_fast(net))
+    return PieceCount(len(breaks) + 1, breaks)
+
+
+def bounds_report(net: Network) -> dict:
+    """The paper's and the sharp bounds that apply to ``net``'s architecture and mask.
+
+    Returns:
+        A dict with "widths", "kept" (not pruned), "retained" (kept with activation), "p",
+        "sharp" ({"pieces", "capacity"}: prod((p-1) x_l + 1), + 1) and "paper": for two hidden
+        layers, {"statement", "pieces", "capacity"} of Theorem 1 (all kept, all active),
+        Corollary 1 (linearized), Corollary 2 (pruned, the rest active) or Corollary 1 on the
+        pruned widths (both); None for other depths. Pieces bound = capacity bound - 1.
+
+    Example:
+        >>> net = load_network({"layers": [{"weight": [[1]], "bias": [0]},
+        ...     {"weight": [[1]], "bias": [0]}], "output": {"weight": [1]}})
+        >>> bounds_report(net)["paper"]["statement"]
+        'Theorem 1'
+    """
+    from capacity.bounds import corollary1_counts, corollary2_counts, sharp_pieces, theorem1
+
+    p = ACTIVATIONS[net.activation].p
+    widths, kept, retained = net.widths, net.kept(), net.retained()
+    sharp = sharp_pieces(retained, p)
+    paper = None
+    if len(widths) == 2:
+        (d1, d2), (k1, k2), (x, y) = widths, kept, retained
+        pruned = kept != widths
+        linearized = retained != kept
+        if not pruned and not linearized:
+            statement, capacity = "Theorem 1", theorem1(d1, d2, p)
+        elif not pruned:
+            statement, capacity = "Corollary 1", corollary1_counts(x, y, d1, d2, p)
+        elif not linearized:
+            statement, capacity = "Corollary 2", corollary2_counts(k1, k2, d1, d2, p)
+        elif k1 and k2:
+            statement, capacity = "Corollary 1 (pruned widths)", corollary1_counts(x, y, k1, k2, p)
+        else:
+            statement, capacity = "Corollary 2", corollary2_counts(x, y, d1, d2, p)
+        paper = {"statement": statement, "pieces": capacity - 1, "capacity": capacity}
+    return {"widths": list(widths), "kept": list(kept), "retained": list(retained), "p": p,
+            "sharp": {"pieces": sharp, "capacity": sharp + 1}, "paper": paper}
+
+
+def _report(net: Network, fast: bool) -> dict:
+    count = count_pieces(net, exact=not fast)
+    show = repr if fast else exact_str
+    report = {"pieces": count.pieces, "breakpoints": [show(t) for t in count.breakpoints],
+              "exact": not fast}
+    report.update(bounds_report(net))
+    for key in ("sharp", "paper"):
+        if report[key] is not None:
+            report[key] = {k: exact_str(v) if isinstance(v, (int, Fraction)) else v
+                           for k, v in report[key].items()}
+    return report
+
+
+def _text(report: dict) -> str:
+    lines = [f"pieces:      {report['pieces']}",
+             f"breakpoints: {', '.join(report['breakpoints']) or '(none)'}",
+             f"widths {report['widths']}, kept {report['kept']}, retained {report['retained']}, p = {report['p']}",
+             f"sharp bound: {report['sharp']['pieces']} pieces (capacity <= {report['sharp']['capacity']})"]
+    paper = report["paper"]
+    if paper:
+        lines.append(f"paper bound ({paper['statement']}): {paper['pieces']} pieces "
+                     f"(capacity <= {paper['capacity']})")
+    else:
+        lines.append("paper bound: stated for two hidden layers only")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m capacity.pieces NET.json [--json] [--fast]``: count pieces, print bounds.
+
+    Returns 0 on success, 2 (after one line on stderr) for a bad file or arguments.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m capacity.pieces",
+        description="Count the linear pieces of a network (network JSON, see DESIGN.md) along "
+                    "the line origin + t * direction, exactly, and print the paper's and the "
+                    "sharp bound for its architecture and mask.")
+    parser.add_argument("network", help="network JSON file")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (exact numbers as strings)")
+    parser.add_argument("--fast", action="store_true", help="float64 numpy path instead of exact Fractions")
+    args = parser.parse_args(argv)
+    try:
+        report = _report(load_network(args.network), args.fast)
+    except NetworkError as err:
+        print(f"capacity.pieces: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report) if args.json else _text(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
