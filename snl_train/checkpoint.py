@@ -1,0 +1,96 @@
+"""Atomic, weights-only-loadable checkpoints for an SNL run.
+
+A checkpoint is a dict of tensors and plain containers (str, int, float, bool, None,
+list, dict), so ``torch.load(path, weights_only=True)`` reads it without unpickling
+arbitrary objects. It is written to a temporary file in the same directory, fsync'ed and
+moved over the old one with ``os.replace``: a crash leaves either the old or the new
+checkpoint, never a torn one.
+
+Example::
+
+    >>> save_checkpoint({"format": FORMAT, "stage": "search", "epoch": 3}, "run/ckpt.pt")
+    >>> load_checkpoint("run/ckpt.pt")["epoch"]
+    3
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "snl_train/checkpoint-v1"
+REQUIRED = ("format", "stage", "epoch", "config", "model", "rng")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit the requested run."""
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """Write ``state`` to ``path`` atomically (tmp file in the same dir, fsync, os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory file descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint with ``weights_only=True`` and check its format.
+
+    Raises:
+        CheckpointError: missing file, unreadable/corrupt data, or not an snl_train checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"corrupt checkpoint {path}: {first}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an snl_train checkpoint (format {FORMAT})")
+    missing = [k for k in REQUIRED if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
+    return state
+
+
+def rng_state(device: torch.device) -> dict:
+    """Global RNG states to store (torch CPU, and CUDA when running on it)."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])

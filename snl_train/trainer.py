@@ -1,0 +1,494 @@
+"""Algorithm 1 (Selective Network Linearization) with its pretraining and finetuning stages.
+
+The trainer knows nothing about the model beyond ``model(x) -> logits``: it takes a
+factory that builds a fresh ``nn.Module`` and a :class:`~snl_train.data.DataBundle`, and
+runs three stages, each one epoch loop (:meth:`Trainer._stage_epoch`):
+
+1. ``pretrain`` -- SGD (lr 0.1, momentum 0.9, wd 5e-4, step decay) on cross-entropy.
+2. ``search``   -- gates c = 1 at every ReLU; Adam on weights and gates with
+   CE + KD(teacher = frozen pretrained copy) + lambda * sum |c|. After each epoch the
+   count ||1(c > epsilon)||_0 is measured; lambda *= kappa when it did not decrease
+   (Algorithm 1, lines 6-8); the stage ends when count <= budget or after
+   ``max_epochs`` (with a message).
+3. ``finetune`` -- c := 1(c > epsilon) within the budget, frozen; SGD on the weights with
+   KD (T = 4, equal weights on CE and KL, KL scaled by T^2).
+
+After every epoch one line goes to ``out_dir/metrics.jsonl`` and a checkpoint is written
+atomically to ``out_dir/checkpoint.pt``; ``run(resume=True)`` continues from it to the same
+result a run without interruption gives (same seed, ``num_workers=0``).
+
+Example::
+
+    >>> cfg = digits_defaults(RunConfig(model="mlp", widths=(32, 16), budget=12))
+    >>> data = load_dataset("digits")
+    >>> factory = lambda: build_model("mlp", data.num_classes, data.in_shape, (32, 16))
+    >>> result = Trainer(cfg, factory, data, out_dir="run").run()
+    >>> result["relu_count"] <= 12
+    True
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from .accounting import online_latency, relu_counts
+from .checkpoint import FORMAT, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import RunConfig
+from .gates import add_gates, freeze_gates, gate_parameters, gate_sites, weight_parameters
+
+STAGES = ("pretrain", "search", "finetune", "done")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite; the last checkpoint on disk is kept."""
+
+
+class BudgetError(ValueError):
+    """A ReLU budget that is negative or larger than the model's ReLU count."""
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def kd_loss(logits, teacher_logits, target, temperature: float = 4.0, kd_weight: float = 0.5):
+    """Hinton distillation: (1 - w) * CE(logits, target) + w * T^2 * KL(teacher_T || student_T)."""
+    ce = F.cross_entropy(logits, target)
+    if kd_weight == 0:
+        return ce
+    t = temperature
+    kl = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                  reduction="batchmean", log_target=True)
+    return (1 - kd_weight) * ce + kd_weight * t * t * kl
+
+
+def next_lambda(lam: float, count: int, previous: int, kappa: float) -> float:
+    """Algorithm 1, lines 7-8: multiply lambda by kappa when the count did not decrease."""
+    return lam * kappa if count >= previous else lam
+
+
+def resolve_budget(total: int, budget: int | None = None, fraction: float | None = None) -> int:
+    """Absolute budget from ``budget`` or ``floor(fraction * total)``; checks 0 <= B <= total."""
+    if (budget is None) == (fraction is None):
+        raise BudgetError("give exactly one of a ReLU budget or a budget fraction")
+    if fraction is not None:
+        if not 0 <= fraction <= 1:
+            raise BudgetError(f"budget fraction must be in [0, 1], got {fraction}")
+        budget = math.floor(fraction * total)
+    if budget < 0:
+        raise BudgetError(f"ReLU budget must be >= 0, got {budget}")
+    if budget > total:
+        raise BudgetError(f"ReLU budget {budget} exceeds the model's {total} ReLUs")
+    return int(budget)
+
+
+def lr_at(base: float, milestones, gamma: float, epoch: int) -> float:
+    """Step schedule: base * gamma ** (number of milestones <= epoch), epoch counted from 0."""
+    return base * gamma ** sum(epoch >= m for m in milestones)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device(name)``; ValueError when CUDA is asked for but not available."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {name!r}; use cpu or cuda")
+    return device
+
+
+def _gate_tensor(gate: nn.Module) -> torch.Tensor:
+    params = list(gate.parameters())
+    if len(params) != 1:
+        raise TypeError(f"expected one gate parameter, found {len(params)} in {type(gate).__name__}")
+    return params[0]
+
+
+@torch.no_grad()
+def binarize_within_budget(model: nn.Module, budget: int, epsilon: float, example_input):
+    """Set every gate to 1(c > epsilon) keeping at most ``budget`` ReLUs; return the counts.
+
+    The budget is guaranteed: if the gates above epsilon cover more than ``budget`` ReLUs
+    (the search stopped at its epoch limit), only the largest c's are kept. Candidates are
+    visited in order of decreasing c, ties broken by site order and then flat index, and a
+    gate is kept when its ReLUs (1 per pixel gate, H*W per channel gate) still fit.
+    """
+    sites = gate_sites(model)
+    totals = {s.name: s.total for s in relu_counts(model, example_input, epsilon)}
+    values, sizes, order = [], [], []
+    for k, (name, gate) in enumerate(sites):
+        c = _gate_tensor(gate).detach().flatten().cpu()
+        values.append(c)
+        sizes.append(totals[name] // c.numel())
+        order.append(torch.full_like(c, k, dtype=torch.long))
+    c_all, site_all = torch.cat(values), torch.cat(order)
+    flat_all = torch.cat([torch.arange(v.numel()) for v in values])
+    # lexsort: by -c, then site index, then flat index (stable sorts from the last key)
+    idx = torch.argsort(flat_all, stable=True)
+    idx = idx[torch.argsort(site_all[idx], stable=True)]
+    idx = idx[torch.argsort(-c_all[idx], stable=True)]
+    keep, used = torch.zeros_like(c_all, dtype=torch.bool), 0
+    for i in idx.tolist():
+        if c_all[i] <= epsilon:
+            break
+        size = sizes[site_all[i]]
+        if used + size <= budget:
+            keep[i], used = True, used + size
+    start = 0
+    for (_, gate), c in zip(sites, values):
+        param = _gate_tensor(gate)
+        param.copy_(keep[start:start + c.numel()].view_as(param).to(param.dtype))
+        start += c.numel()
+    return relu_counts(model, example_input, epsilon)
+
+
+def batches(dataset, batch_size: int, shuffle: bool, generator=None, num_workers: int = 0):
+    """Mini-batches; in-memory TensorDatasets are sliced directly (no per-item collation)."""
+    if isinstance(dataset, TensorDataset) and num_workers == 0:
+        n = len(dataset)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        return [tuple(t[order[i:i + batch_size]] for t in dataset.tensors)
+                for i in range(0, n, batch_size)]
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=num_workers)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, device, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` on ``dataset``."""
+    model.eval()
+    correct = total = 0
+    for x, y in batches(dataset, batch_size, shuffle=False):
+        x, y = x.to(device), y.to(device)
+        correct += (model(x).argmax(1) == y).sum().item()
+        total += len(y)
+    return correct / max(total, 1)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+class Trainer:
+    """Pretrain -> SNL search -> binarize -> finetune, with per-epoch metrics and checkpoints.
+
+    Args:
+        config: the run's :class:`RunConfig` (budget or budget_fraction must be set).
+        model_factory: ``() -> nn.Module``, a fresh (ungated) model on the CPU.
+        data: a :class:`DataBundle`.
+        out_dir: where metrics.jsonl, checkpoint.pt and result.json go (None: nowhere).
+        progress: show a tqdm bar per epoch on stderr.
+        log: called with one human-readable line per stage event.
+    Callbacks (``add_callback(event, fn)``, ``fn(trainer)``): "on_batch_end",
+    "on_epoch_end" (after the checkpoint is written), "on_stage_end".
+    Raises (from run): BudgetError, CheckpointError, NonFiniteLoss.
+    """
+
+    def __init__(self, config: RunConfig, model_factory: Callable[[], nn.Module], data,
+                 out_dir=None, progress: bool = False, log: Callable[[str], None] = lambda s: None):
+        self.config, self.model_factory, self.data = config, model_factory, data
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress, self.log = progress, log
+        self.device = resolve_device(config.device)
+        self.callbacks = defaultdict(list)
+        self.example_input = data.train[0][0].unsqueeze(0).to(self.device)
+        self.stage, self.epoch, self.lam = "pretrain", 0, config.search.lam
+        self.model = self.teacher = self.optimizer = None
+        self.prev_count = self.relu_count_before = None
+        self.metrics_lines, self.last_record, self.budget_reached = 0, {}, None
+
+    def add_callback(self, event: str, fn: Callable[["Trainer"], None]) -> None:
+        self.callbacks[event].append(fn)
+
+    def _trigger(self, event: str) -> None:
+        for fn in self.callbacks[event]:
+            fn(self)
+
+    # -- the main loop -------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict:
+        """Run (or with ``resume`` continue) all stages; write and return result.json's dict."""
+        if self.config.threads > 0:
+            torch.set_num_threads(self.config.threads)
+        if resume:
+            self._restore(load_checkpoint(self._path("checkpoint.pt")))
+        else:
+            self._start()
+        epochs = {"pretrain": self.config.pretrain.epochs, "search": self.config.search.max_epochs,
+                  "finetune": self.config.finetune.epochs}
+        while self.stage != "done":
+            while self.epoch < epochs[self.stage] and not self._search_done():
+                record = self._stage_epoch()
+                self.epoch += 1
+                self._end_epoch(record)
+            self._trigger("on_stage_end")
+            self._advance()
+        return self._result()
+
+    def _stage_epoch(self) -> dict:
+        """One epoch of the current stage: set lr, train, then count ReLUs / update lambda."""
+        cfg, stage = self.config, self.stage
+        if stage == "pretrain":
+            p = cfg.pretrain
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr_at(p.lr, p.milestones, p.gamma, self.epoch)
+        loss, acc = self._train_epoch(getattr(cfg, stage).batch_size)
+        record = {"stage": stage, "epoch": self.epoch + 1, "loss": loss, "train_accuracy": acc,
+                  "test_accuracy": evaluate(self.model, self.data.test, self.device),
+                  "relu_count": self._relu_count(), "lambda": None}
+        if stage == "search":
+            record["lambda"] = self.lam  # the lambda this epoch trained with
+            self.lam = next_lambda(self.lam, record["relu_count"], self.prev_count, cfg.search.kappa)
+            self.prev_count = record["relu_count"]
+        return record
+
+    def _train_epoch(self, batch_size: int):
+        model, device, opt = self.model, self.device, self.optimizer
+        model.train()
+        gen = torch.Generator().manual_seed(
+            self.config.seed * 1_000_003 + STAGES.index(self.stage) * 100_003 + self.epoch)
+        loader = batches(self.data.train, batch_size, True, gen, self.config.num_workers)
+        if self.progress:
+            from tqdm import tqdm
+            loader = tqdm(loader, desc=f"{self.stage} {self.epoch + 1}", leave=False, unit="batch")
+        total_loss, correct, seen = 0.0, 0, 0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss = self._loss(logits, x, y)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"loss is {loss.item()} in {self.stage} epoch {self.epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            self._trigger("on_batch_end")
+        return total_loss / seen, correct / seen
+
+    def _loss(self, logits, x, y):
+        if self.stage == "pretrain":
+            return F.cross_entropy(logits, y)
+        s = self.config.search if self.stage == "search" else self.config.finetune
+        with torch.no_grad():
+            teacher_logits = self.teacher(x)
+        loss = kd_loss(logits, teacher_logits, y, s.temperature, s.kd_weight)
+        if self.stage == "search":
+            loss = loss + self.lam * sum(p.abs().sum() for p in gate_parameters(self.model))
+        return loss
+
+    def _search_done(self) -> bool:
+        return self.stage == "search" and self.prev_count is not None and self.prev_count <= self.budget
+
+    # -- stage transitions -----------------------------------------------------------
+    def _start(self) -> None:
+        torch.manual_seed(self.config.seed)
+        self.model = self.model_factory().to(self.device)
+        self.total = relu_total = sum(s.total for s in relu_counts(self.model, self.example_input,
+                                                                    self.config.search.epsilon))
+        self.budget = resolve_budget(relu_total, self.config.budget, self.config.budget_fraction)
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._path("metrics.jsonl").write_text("")
+        self._make_optimizer()
+        self.log(f"{self.data.name}: {len(self.data.train)} train / {len(self.data.test)} test; "
+                 f"{self.config.model} with {relu_total} ReLUs, budget {self.budget}")
+        self._checkpoint()
+
+    def _advance(self) -> None:
+        """Leave the current stage: log it, set up the next one, checkpoint."""
+        acc = self.last_record.get("test_accuracy")
+        if self.stage == "pretrain":
+            self.log(f"pretrain: {self.epoch} epochs, test accuracy {acc:.4f}" if acc is not None
+                     else "pretrain: 0 epochs")
+            self.teacher = self._frozen(self.model)
+            if self.config.search.from_scratch:
+                self.model = self.model_factory().to(self.device)
+            self._add_gates(self.model)
+            self.lam, self.prev_count = self.config.search.lam, self._relu_count()
+            self.stage = "search"
+        elif self.stage == "search":
+            self.relu_count_before = self.prev_count
+            self.budget_reached = self.prev_count <= self.budget
+            if self.budget_reached:
+                self.log(f"search: budget reached after {self.epoch} epochs: {self.prev_count} "
+                         f"ReLUs <= {self.budget}, lambda {self.lam:.3g}, test accuracy {acc:.4f}")
+            else:
+                self.log(f"search: budget NOT reached after the maximum of {self.epoch} epochs "
+                         f"({self.prev_count} ReLUs > {self.budget}); binarization keeps only "
+                         f"the {self.budget} largest gates")
+            counts = binarize_within_budget(self.model, self.budget, self.config.search.epsilon,
+                                            self.example_input)
+            freeze_gates(self.model)
+            self.log(f"binarized: {sum(s.kept for s in counts)} of {sum(s.total for s in counts)} "
+                     f"ReLUs kept")
+            self.stage = "finetune"
+        else:
+            self.log(f"finetune: {self.epoch} epochs, test accuracy "
+                     f"{evaluate(self.model, self.data.test, self.device):.4f}")
+            self.stage = "done"
+        self.epoch = 0
+        self._make_optimizer()
+        self._checkpoint()
+
+    def _frozen(self, model: nn.Module) -> nn.Module:
+        teacher = copy.deepcopy(model).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        return teacher
+
+    def _add_gates(self, model: nn.Module) -> None:
+        s = self.config.search
+        add_gates(model, granularity=s.granularity, variant=s.variant, exclude=tuple(s.exclude),
+                  example_input=self.example_input)
+
+    def _make_optimizer(self) -> None:
+        cfg = self.config
+        if self.stage == "pretrain":
+            p = cfg.pretrain
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=p.lr, momentum=p.momentum,
+                                             weight_decay=p.weight_decay)
+        elif self.stage == "search":
+            s = cfg.search
+            self.optimizer = torch.optim.Adam(
+                [{"params": weight_parameters(self.model), "weight_decay": s.weight_decay},
+                 {"params": gate_parameters(self.model), "weight_decay": 0.0}], lr=s.lr)
+        elif self.stage == "finetune":
+            f = cfg.finetune
+            self.optimizer = torch.optim.SGD(weight_parameters(self.model), lr=f.lr,
+                                             momentum=f.momentum, weight_decay=f.weight_decay)
+        else:
+            self.optimizer = None
+
+    def _relu_count(self) -> int:
+        return sum(s.kept for s in relu_counts(self.model, self.example_input,
+                                               self.config.search.epsilon))
+
+    # -- persistence --------------------------------------------------------------------
+    def _path(self, name: str) -> Path:
+        return self.out_dir / name
+
+    def _end_epoch(self, record: dict) -> None:
+        self.last_record = record
+        if self.out_dir is not None:
+            with open(self._path("metrics.jsonl"), "a") as f:
+                f.write(json.dumps(record) + "\n")
+            self.metrics_lines += 1
+        self._checkpoint()
+        self._trigger("on_epoch_end")
+
+    def _checkpoint(self) -> None:
+        if self.out_dir is None:
+            return
+        save_checkpoint({
+            "format": FORMAT, "stage": self.stage, "epoch": self.epoch,
+            "config": self.config.to_dict(), "model": self.model.state_dict(),
+            "teacher": None if self.teacher is None else self.teacher.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "lam": self.lam, "prev_count": self.prev_count, "total": self.total,
+            "budget": self.budget, "relu_count_before": self.relu_count_before,
+            "budget_reached": self.budget_reached, "last_record": self.last_record,
+            "metrics_lines": self.metrics_lines, "rng": rng_state(self.device),
+        }, self._path("checkpoint.pt"))
+
+    def _restore(self, state: dict) -> None:
+        saved = RunConfig.from_dict(state["config"]).to_dict()
+        mine = self.config.to_dict()
+        for key in ("model", "widths", "dataset", "seed"):
+            if saved[key] != mine[key]:
+                raise CheckpointError(f"checkpoint is for {key}={saved[key]!r}, "
+                                      f"this run has {key}={mine[key]!r}")
+        for key in ("granularity", "variant", "exclude", "from_scratch"):
+            if saved["search"][key] != mine["search"][key]:
+                raise CheckpointError(f"checkpoint is for --{key.replace('_', '-')} "
+                                      f"{saved['search'][key]!r}, this run has {mine['search'][key]!r}")
+        if state["stage"] not in STAGES:
+            raise CheckpointError(f"checkpoint has unknown stage {state['stage']!r}")
+        self.stage, self.epoch = state["stage"], int(state["epoch"])
+        self.model = self.model_factory().to(self.device)
+        if state.get("teacher") is not None:
+            self.teacher = self.model_factory().to(self.device)
+            self._load(self.teacher, state["teacher"], "teacher")
+            self.teacher = self._frozen(self.teacher)
+        if self.stage != "pretrain":
+            self._add_gates(self.model)
+        self._load(self.model, state["model"], "model")
+        if self.stage in ("finetune", "done"):
+            freeze_gates(self.model)
+        for key in ("lam", "prev_count", "total", "budget", "relu_count_before",
+                    "budget_reached", "last_record", "metrics_lines"):
+            setattr(self, key, state[key])
+        self._make_optimizer()
+        if self.optimizer is not None and state["optimizer"] is not None:
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except (ValueError, KeyError) as exc:
+                raise CheckpointError(f"checkpoint optimizer does not fit this run: {exc}") from None
+        self._truncate_metrics()
+        set_rng_state(state["rng"], self.device)
+        self.log(f"resumed from {self._path('checkpoint.pt')}: {self.stage} after epoch {self.epoch}")
+
+    def _load(self, model: nn.Module, state_dict: dict, what: str) -> None:
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"checkpoint {what} does not fit this model: {first}") from None
+
+    def _truncate_metrics(self) -> None:
+        path = self._path("metrics.jsonl")
+        lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+        path.write_text("".join(lines[:self.metrics_lines]))
+
+    # -- the result ----------------------------------------------------------------------
+    def _result(self) -> dict:
+        cfg = self.config
+        counts = relu_counts(self.model, self.example_input, cfg.search.epsilon)
+        kept = sum(s.kept for s in counts)
+        latency = online_latency(self.model, self.example_input, kept, cfg.latency_per_1000)
+        result = {
+            "relu_budget": self.budget, "relu_count": kept,
+            "relu_count_before": self.relu_count_before, "relu_total": self.total,
+            "budget_reached_by_search": self.budget_reached,
+            "per_layer": [{"name": s.name, "total": s.total, "kept": s.kept} for s in counts],
+            "test_accuracy": evaluate(self.model, self.data.test, self.device),
+            "teacher_test_accuracy": evaluate(self.teacher, self.data.test, self.device),
+            "online_latency_s": latency.get("total_s", latency.get("online_latency_s")),
+            "latency": latency, "final_lambda": self.lam, "config": cfg.to_dict(),
+        }
+        if cfg.model == "mlp" and len(counts) == 2:
+            result.update(retention_report(counts, self.budget))
+        if self.out_dir is not None:
+            self._path("result.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+
+def retention_report(counts, budget: int) -> dict:
+    """Learned retention a_l = kept/total of a two-hidden-layer MLP next to capacity's optima."""
+    from capacity.exact import exact_str
+    from capacity.optimum import paper_optimum, sharp_optimum
+
+    d1, d2 = counts[0].total, counts[1].total
+    report = {"learned_alpha": [counts[0].kept / d1, counts[1].kept / d2],
+              "learned_retained": [counts[0].kept, counts[1].kept], "predicted": {}}
+    for name, fn in (("paper", lambda: paper_optimum(d1, d2, budget)),
+                     ("sharp", lambda: sharp_optimum((d1, d2), budget))):
+        try:
+            opt = fn()
+        except (ValueError, ArithmeticError) as exc:
+            report["predicted"][name] = {"error": str(exc)}
+            continue
+        report["predicted"][name] = {
+            "alpha": [exact_str(a) for a in opt.alpha],
+            "alpha_float": [float(a) for a in opt.alpha],
+            "retained": [exact_str(r) for r in opt.retained],
+            "retained_float": [float(r) for r in opt.retained],
+            "integer_retained": [list(map(int, t)) for t in opt.integer_retained],
+            "integer_value": int(opt.integer_value),
+        }
+    return report
