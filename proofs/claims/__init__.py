@@ -1,0 +1,17 @@
+"""The claims, one module each; importing this package registers them all, in order."""
+
+from importlib import import_module
+
+#: Claim modules in report order.
+MODULES = (
+    "c01_corollary1_reduces_to_theorem1",
+    "c02_relu_forms",
+    "c03_corollary2_is_theorem1_pruned",
+    "c04_linearization_pruning_gap",
+    "c05_appendix_a1_piece_sum",
+    "c06_theorem2_relu",
+    "c07_theorem2_general_p",
+)
+
+for _name in MODULES:
+    import_module(f"{__name__}.{_name}")
