@@ -80,18 +80,23 @@ class _LinearizeFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(z, c)
-        return torch.addcmul(z, c, z.clamp(max=0), value=-1)
+        negative = z.clamp(max=0)
+        return torch.addcmul(z, c, negative, value=-1, out=negative)  # one allocation
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         z, c = ctx.saved_tensors
-        grad_z = grad_c = None
-        if ctx.needs_input_grad[0]:
-            # d/dz = 1 where z > 0 and 1 - c elsewhere; at c = 1 this is ReLU's derivative
-            # (0 at z = 0, as in torch.relu).
-            grad_z = torch.where(z > 0, grad, grad * (1 - c))
+        # r = -grad * 1(z <= 0): ReLU's own backward kernel, then one in-place pass.
+        r = torch.ops.aten.threshold_backward(grad, z, 0).sub_(grad)
+        grad_c = None
         if ctx.needs_input_grad[1]:
-            grad_c = (grad * z.clamp(max=0)).sum_to_size(c.shape).neg_()
+            # d/dc = -min(z, 0) = -z * 1(z <= 0), so grad_c = sum over the batch of r * z.
+            grad_c = torch.mul(r, z).sum_to_size(c.shape)
+        grad_z = None
+        if ctx.needs_input_grad[0]:
+            # d/dz = 1 - c * 1(z <= 0): grad + c * r, in place. At c = 1 this is exactly
+            # ReLU's gradient (r + grad is 0 where z <= 0 and r is 0 elsewhere).
+            grad_z = torch.addcmul(grad, c, r, out=r)
         return grad_z, grad_c
 
 

@@ -1,0 +1,190 @@
+"""Training-step time and peak memory of ReLU gates versus plain ReLUs (CPU).
+
+Compares, on the paper's CIFAR ResNet-18 (batch 32, 3x32x32, 100 classes) and on an MLP:
+
+* ``plain``    the ungated network (``nn.ReLU``);
+* ``gated``    ``snl_train.gates.add_gates`` (``z - c*min(z, 0)``, a custom autograd function
+               that saves only ``z`` and ``c``);
+* ``paper``    the paper's public-code formulation ``relu(z)*c + (1-c)*z`` as a module, with the
+               same pixel-wise ``c`` at the same sites;
+* ``autograd`` ``z - c*z.clamp(max=0)`` left to plain autograd (for reference).
+
+Time: one training step = zero_grad(set_to_none) + forward + cross-entropy + backward + SGD
+(momentum) step. Variants are interleaved round by round (so slow drifts of the machine hit all
+of them alike) and the median over the timed rounds is reported, after warm-up rounds.
+
+Peak memory: one extra step per variant runs under ``torch.profiler`` with
+``profile_memory=True``. The profiler logs every CPU allocation and free (the ``[memory]``
+events, whose ``Bytes`` field is positive for an allocation and negative for a free). The
+running sum of those events is the memory allocated since the step began and still alive, and
+its maximum is the step's peak *extra* memory: activations saved for backward, temporaries,
+gradients and new optimizer state. Memory alive before the step (weights, momentum buffers,
+gate slopes) is reported separately as ``resident``. Process RSS is not used: it mixes in the
+interpreter, allocator caching and whatever earlier runs left behind. tracemalloc does not see
+torch's allocations.
+
+Usage::
+
+    python benchmarks/gates.py            # full sizes (a few minutes on 2 cores)
+    python benchmarks/gates.py --quick    # small sizes, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from snl_train.gates import GATE_CONTAINER, add_gates, gate_sites  # noqa: E402
+from snl_train.models import MLP, resnet18  # noqa: E402
+
+
+class PaperGate(nn.Module):
+    """The paper's public-code formulation: ``relu(z) * c + (1 - c) * z``."""
+
+    def __init__(self, c: nn.Parameter) -> None:
+        super().__init__()
+        self.c = c
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return F.relu(z) * self.c + (1 - self.c) * z
+
+
+class AutogradGate(PaperGate):
+    """``z - c * min(z, 0)`` with plain autograd (saves the clamp output as well)."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z - self.c * z.clamp(max=0)
+
+
+def swap_gates(model: nn.Module, gate_class: type) -> nn.Module:
+    """Replace every ReLUGate of a gated model by ``gate_class(c)`` sharing the same slope."""
+    for name, gate in gate_sites(model):
+        parent, _, leaf = f"{GATE_CONTAINER}.{name}".rpartition(".")
+        model.get_submodule(parent).add_module(leaf, gate_class(gate.c))
+    return model
+
+
+def make_variants(base: nn.Module, x: torch.Tensor) -> dict[str, nn.Module]:
+    variants = {"plain": copy.deepcopy(base)}
+    variants["gated"] = add_gates(copy.deepcopy(base), example_input=x)
+    variants["paper"] = swap_gates(add_gates(copy.deepcopy(base), example_input=x), PaperGate)
+    variants["autograd"] = swap_gates(add_gates(copy.deepcopy(base), example_input=x), AutogradGate)
+    return variants
+
+
+def train_step(model, optimizer, x, y) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+
+
+def step_peak_bytes(model, optimizer, x, y) -> int:
+    """Peak bytes allocated during one training step and alive at once (see module docstring)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        train_step(model, optimizer, x, y)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as handle:
+            events = json.load(handle)["traceEvents"]
+    memory = sorted((e for e in events if e.get("name") == "[memory]"
+                     and e["args"].get("Device Type", 0) == 0), key=lambda e: e["ts"])
+    # Count a free only if its block was allocated inside this step: the profiler also reports
+    # frees of blocks it saw allocated in an earlier profiling session.
+    live = peak = 0
+    allocated: dict[int, int] = {}
+    for event in memory:
+        size, address = event["args"]["Bytes"], event["args"]["Addr"]
+        if size > 0:
+            allocated[address] = size
+            live += size
+        elif address in allocated:
+            live -= allocated.pop(address)
+        peak = max(peak, live)
+    return peak
+
+
+def resident_bytes(model, optimizer) -> int:
+    tensors = list(model.parameters()) + list(model.buffers())
+    tensors += [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def bench(label: str, base: nn.Module, x: torch.Tensor, classes: int, warmup: int, rounds: int) -> list[dict]:
+    torch.manual_seed(0)
+    y = torch.randint(0, classes, (x.shape[0],))
+    variants = make_variants(base, x)
+    optimizers = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in variants.items()}
+    times = {k: [] for k in variants}
+    for round_index in range(warmup + rounds):
+        for key, model in variants.items():
+            start = time.perf_counter()
+            train_step(model, optimizers[key], x, y)
+            if round_index >= warmup:
+                times[key].append(time.perf_counter() - start)
+    rows = []
+    for key, model in variants.items():
+        rows.append({"model": label, "variant": key, "step_ms": 1000 * statistics.median(times[key]),
+                     "peak_mb": step_peak_bytes(model, optimizers[key], x, y) / 2**20,
+                     "resident_mb": resident_bytes(model, optimizers[key]) / 2**20})
+    plain = rows[0]
+    for row in rows:
+        row["time_ratio"] = row["step_ms"] / plain["step_ms"]
+        row["peak_ratio"] = row["peak_mb"] / plain["peak_mb"]
+        row["total_ratio"] = (row["peak_mb"] + row["resident_mb"]) / (plain["peak_mb"] + plain["resident_mb"])
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    header = (f"{'model':<22} {'variant':<9} {'step ms':>9} {'x plain':>8} {'peak MB':>9} "
+              f"{'x plain':>8} {'resident MB':>12} {'(peak+res) x':>13}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['model']:<22} {r['variant']:<9} {r['step_ms']:>9.1f} {r['time_ratio']:>8.3f} "
+              f"{r['peak_mb']:>9.1f} {r['peak_ratio']:>8.3f} {r['resident_mb']:>12.1f} {r['total_ratio']:>13.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (seconds)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed steps per variant")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    if args.quick:
+        cases = [("resnet18 b8 16x16", resnet18(100), torch.randn(8, 3, 16, 16), 100),
+                 ("mlp 256x2 b64", MLP(192, (256, 256), 10), torch.randn(64, 192), 10)]
+        warmup, rounds = 1, args.rounds or 3
+    else:
+        cases = [("resnet18 b32 32x32", resnet18(100), torch.randn(32, 3, 32, 32), 100),
+                 ("mlp 2048x3 b256", MLP(3072, (2048, 2048, 2048), 100), torch.randn(256, 3072), 100)]
+        warmup, rounds = 2, args.rounds or 9
+    rows = []
+    for label, model, x, classes in cases:
+        rows += bench(label, model, x, classes, warmup, rounds)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {rounds} steps")
+        print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
