@@ -1,0 +1,137 @@
+"""Statistics of learned retention against the predicted optima.
+
+Every run of the retention experiment gives learned fractions (a1, a2) and, for each
+prediction (the paper's Theorem 2 optimum and the sharp-bound optimum), predicted
+fractions. The error of a prediction on one run is the mean absolute error over the two
+layers, ``(|a1 - p1| + |a2 - p2|) / 2``. Over seeds we report the mean error with a
+Student-t confidence interval, which prediction is closer, and how often a1 < a2.
+
+Example:
+    >>> interval = mean_ci([0.1, 0.2, 0.3])
+    >>> round(interval.mean, 6), round(interval.low, 3), round(interval.high, 3)
+    (0.2, -0.048, 0.448)
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+PREDICTIONS = ("paper", "sharp")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A sample mean with a two-sided confidence interval; ``low == high == mean`` for n = 1."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Mean of ``values`` with a Student-t interval (sample standard deviation, n - 1 dof).
+
+    Raises:
+        ValueError: empty ``values`` or a confidence outside (0, 1).
+    """
+    values = [float(v) for v in values]
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_ci needs at least one value, got none")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    mean = sum(values) / n
+    if n == 1:
+        return Interval(mean, mean, mean, 1)
+    from scipy.stats import t
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)
+
+
+def absolute_error(learned: Sequence[float], predicted: Sequence[float]) -> float:
+    """Mean over layers of |learned_l - predicted_l|.
+
+    Raises:
+        ValueError: the two sequences have different lengths or are empty.
+    """
+    if len(learned) != len(predicted) or not learned:
+        raise ValueError(f"expected two equal-length non-empty sequences, got lengths "
+                         f"{len(learned)} and {len(predicted)}")
+    return sum(abs(a - b) for a, b in zip(learned, predicted)) / len(learned)
+
+
+def run_errors(run: dict) -> dict:
+    """Per prediction name, the absolute error of one run (a dict of the results file)."""
+    return {name: absolute_error(run["learned_alpha"], run["predicted"][name])
+            for name in PREDICTIONS}
+
+
+def closer(errors: dict) -> str:
+    """Name of the prediction with the smaller error, or "tie" when they are equal."""
+    paper, sharp = errors["paper"], errors["sharp"]
+    if math.isclose(paper, sharp, rel_tol=0, abs_tol=1e-12):
+        return "tie"
+    return "paper" if paper < sharp else "sharp"
+
+
+def summarize(runs: Iterable[dict], confidence: float = 0.95) -> dict:
+    """Error of each prediction, which is closer, and the fraction of runs with a1 < a2.
+
+    Args:
+        runs: dicts with "learned_alpha" ([a1, a2]) and "predicted" ({"paper": [p1, p2],
+            "sharp": [s1, s2]}).
+        confidence: level of the t-intervals.
+
+    Returns:
+        {"n", "error": {name: {"mean", "low", "high"}}, "closer" (by mean error),
+        "closer_count": {"paper", "sharp", "tie"} (runs where each one is closer),
+        "a1_lt_a2": fraction of runs with a1 < a2}.
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("summarize needs at least one run, got none")
+    errors = [run_errors(run) for run in runs]
+    intervals = {name: mean_ci([e[name] for e in errors], confidence) for name in PREDICTIONS}
+    counts = {"paper": 0, "sharp": 0, "tie": 0}
+    for e in errors:
+        counts[closer(e)] += 1
+    below = sum(1 for run in runs if run["learned_alpha"][0] < run["learned_alpha"][1])
+    return {
+        "n": len(runs),
+        "error": {name: {k: v for k, v in asdict(iv).items() if k != "n"}
+                  for name, iv in intervals.items()},
+        "closer": closer({name: iv.mean for name, iv in intervals.items()}),
+        "closer_count": counts,
+        "a1_lt_a2": below / len(runs),
+    }
+
+
+def group_by(runs: Iterable[dict], keys: Sequence[str]) -> dict:
+    """Runs grouped by the tuple of their values at ``keys`` (lists become tuples)."""
+    groups = defaultdict(list)
+    for run in runs:
+        groups[tuple(_hashable(run[k]) for k in keys)].append(run)
+    return dict(groups)
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def summary_table(runs: Sequence[dict], keys: Sequence[str] = ("dataset", "widths", "budget"),
+                  confidence: float = 0.95) -> list[dict]:
+    """One :func:`summarize` row per setting (the values at ``keys``), then an "overall" row."""
+    rows = []
+    for setting, group in sorted(group_by(runs, keys).items(), key=lambda kv: str(kv[0])):
+        rows.append({"setting": dict(zip(keys, setting)), **summarize(group, confidence)})
+    rows.append({"setting": "overall", **summarize(runs, confidence)})
+    return rows
