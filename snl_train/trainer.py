@@ -458,7 +458,7 @@ class Trainer:
             "per_layer": [{"name": s.name, "total": s.total, "kept": s.kept} for s in counts],
             "test_accuracy": evaluate(self.model, self.data.test, self.device),
             "teacher_test_accuracy": evaluate(self.teacher, self.data.test, self.device),
-            "online_latency_s": latency.get("total_s", latency.get("online_latency_s")),
+            "online_latency_s": latency["total_seconds"],
             "latency": latency, "final_lambda": self.lam, "config": cfg.to_dict(),
         }
         if cfg.model == "mlp" and len(counts) == 2:
@@ -490,5 +490,8 @@ def retention_report(counts, budget: int) -> dict:
             "retained_float": [float(r) for r in opt.retained],
             "integer_retained": [list(map(int, t)) for t in opt.integer_retained],
             "integer_value": int(opt.integer_value),
+            "value": exact_str(opt.value),  # the capacity bound at the continuous optimum
         }
+        if name == "paper":
+            report["predicted"][name].update(interior=bool(opt.interior), active=str(opt.active))
     return report
