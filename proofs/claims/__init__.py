@@ -11,6 +11,11 @@ MODULES = (
     "c05_appendix_a1_piece_sum",
     "c06_theorem2_relu",
     "c07_theorem2_general_p",
+    "c08_inverse_proportionality",
+    "c09_worked_example",
+    "c10_sharp_bound",
+    "c11_water_filling",
+    "c12_sharp_linearization_vs_pruning",
 )
 
 for _name in MODULES:
