@@ -1,0 +1,296 @@
+"""Tests of snl_train.gates: call-site coverage, exact identity at c = 1, removal, shapes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from snl_train.gates import (GATE_CONTAINER, ReLUGate, add_gates, binarize_gates, freeze_gates,
+                             gate_parameters, gate_sites, is_gated, materialize_gates, remove_gates,
+                             weight_parameters)
+from snl_train.models import BasicBlock, SmallConvNet
+
+
+class Head(nn.Module):
+    """Linear -> (one ReLU of a given kind) -> Linear; ``act`` is that ReLU call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(5, 7)
+        self.fc2 = nn.Linear(7, 3)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+    def reference(self, x, gate):
+        """The output with the ReLU replaced by ``gate`` (a function of the pre-activation)."""
+        return self.fc2(gate(self.fc1(x)))
+
+
+class ModuleSite(Head):
+    def act(self, h):
+        return self.relu(h)
+
+
+class FunctionalSite(Head):
+    def act(self, h):
+        return F.relu(h)
+
+
+class TorchSite(Head):
+    def act(self, h):
+        return torch.relu(h)
+
+
+class TorchInplaceSite(Head):
+    def act(self, h):
+        return torch.relu_(h)
+
+
+class FunctionalInplaceSite(Head):
+    def act(self, h):
+        return F.relu(h, inplace=True)
+
+
+class MethodSite(Head):
+    def act(self, h):
+        return h.relu()
+
+
+class MethodInplaceSite(Head):
+    def forward(self, x):
+        h = self.fc1(x)
+        h.relu_()  # result unused: only the in-place side effect carries the ReLU
+        return self.fc2(h)
+
+
+SITE_KINDS = [ModuleSite, FunctionalSite, TorchSite, TorchInplaceSite, FunctionalInplaceSite,
+              MethodSite, MethodInplaceSite]
+
+
+class Mixed(nn.Module):
+    """Every call-site kind, a reused module, and a tracer-made tensor constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(3 * 4 * 4, 4)
+
+    def forward(self, x):
+        h = self.relu(self.bn(self.conv(x)))
+        h = self.relu(h - 0.1)
+        h = F.relu(h - 0.2) + torch.relu(h - 0.3) + (h - 0.4).relu()
+        h = torch.relu_(h - 1.0) + torch.ones(3, 4, 4)
+        g = h - 1.5
+        g.relu_()
+        return self.fc(F.relu(g - 0.1, inplace=True).flatten(1))
+
+
+def set_gates(model, value):
+    with torch.no_grad():
+        for _, gate in gate_sites(model):
+            gate.c.fill_(value)
+
+
+@pytest.mark.parametrize("cls", SITE_KINDS, ids=lambda c: c.__name__)
+def test_every_call_site_kind_is_gated(cls):
+    """Each kind of ReLU call gets exactly one gate, and c interpolates ReLU and identity."""
+    torch.manual_seed(0)
+    model, x = cls(), torch.randn(6, 5)
+    expected_relu = model.reference(x, torch.relu)
+    add_gates(model, example_input=x)
+    assert len(gate_sites(model)) == 1
+    assert torch.equal(model(x), expected_relu)
+    set_gates(model, 0.25)
+    assert torch.allclose(model(x), model.reference(x, lambda z: z - 0.25 * z.clamp(max=0)), atol=1e-6)
+    set_gates(model, 0.0)
+    assert torch.allclose(model(x), model.reference(x, lambda z: z), atol=1e-6)
+
+
+def test_reused_module_gets_one_gate_per_call_site():
+    """BasicBlock calls one nn.ReLU twice: two gates, independently effective."""
+    torch.manual_seed(0)
+    block, x = BasicBlock(4, 4).eval(), torch.randn(2, 4, 5, 5)
+    add_gates(block, example_input=x)
+    names = [name for name, _ in gate_sites(block)]
+    assert names == ["relu", "relu_1"]
+    with torch.no_grad():
+        gate_sites(block)[1][1].c.zero_()
+        expected = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x))))) + x
+        assert torch.allclose(block(x), expected, atol=1e-6)
+
+
+def test_mixed_model_sites_names_and_identity():
+    """All eight sites found in forward order; constants still work; c = 1 reproduces ReLU."""
+    torch.manual_seed(0)
+    model, x = Mixed(), torch.randn(3, 2, 4, 4)
+    expected = model(x)
+    add_gates(model, example_input=x)
+    names = [name for name, _ in gate_sites(model)]
+    assert names[:2] == ["relu", "relu_1"] and len(names) == 8 and len(set(names)) == 8
+    assert torch.equal(model(x), expected)
+
+
+def _grads(model, x):
+    x = x.clone().requires_grad_()
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    weight_grads = {n: p.grad.clone() for n, p in model.named_parameters() if not n.startswith(GATE_CONTAINER)}
+    return out.detach(), x.grad, weight_grads
+
+
+@pytest.mark.parametrize("variant", ["linearize", "zero"])
+@pytest.mark.parametrize("granularity", ["pixel", "channel"])
+def test_gate_at_one_is_exactly_relu_forward_and_backward(variant, granularity):
+    """At c = 1 outputs, input gradients and weight gradients equal the ungated model's."""
+    torch.manual_seed(0)
+    model, x = Mixed(), torch.randn(4, 2, 4, 4)
+    gated = add_gates(copy.deepcopy(model), granularity, variant, example_input=x)
+    out0, gx0, gw0 = _grads(model, x)
+    out1, gx1, gw1 = _grads(gated, x)
+    assert torch.equal(out0, out1)
+    assert torch.equal(gx0, gx1)
+    assert gw0.keys() == gw1.keys() and all(torch.equal(gw0[k], gw1[k]) for k in gw0)
+    assert all(gate.c.grad is not None for _, gate in gate_sites(gated))
+
+
+def test_gate_formulas_at_zero_and_gradient_of_c():
+    """c = 0: identity (linearize) or zero (zero-out); d out / d c = -min(z, 0) resp. relu(z)."""
+    z = torch.tensor([[-2.0, -0.5, 0.0, 1.5]])
+    lin, zero = ReLUGate(), ReLUGate(variant="zero")
+    lin(z), zero(z)
+    with torch.no_grad():
+        lin.c.zero_(), zero.c.zero_()
+    assert torch.equal(lin(z), z) and torch.equal(zero(z), torch.zeros_like(z))
+    lin.c.data.fill_(0.5)
+    lin(z).sum().backward()
+    assert torch.equal(lin.c.grad, torch.tensor([2.0, 0.5, 0.0, 0.0]))
+    double = torch.randn(3, 2, 3, dtype=torch.double, requires_grad=True)
+    gate = ReLUGate("channel").double()
+    gate(double)
+    assert torch.autograd.gradcheck(gate, (double,))
+
+
+def test_remove_gates_restores_class_parameters_and_outputs():
+    """remove_gates gives back the same object, class, parameter objects, keys and outputs."""
+    torch.manual_seed(0)
+    model, x = Mixed().eval(), torch.randn(2, 2, 4, 4)
+    cls, ids = type(model), [id(p) for p in model.parameters()]
+    keys, expected = list(model.state_dict()), model(x)
+    gated = add_gates(model, example_input=x)
+    set_gates(gated, 0.0)
+    assert gated is model and not torch.allclose(gated(x), expected)
+    restored = remove_gates(gated)
+    assert restored is model and type(restored) is cls and not is_gated(restored)
+    assert [id(p) for p in restored.parameters()] == ids
+    assert list(restored.state_dict()) == keys
+    assert "forward" not in restored.__dict__ and not hasattr(restored, GATE_CONTAINER)
+    assert torch.equal(restored(x), expected)
+
+
+class Untraceable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: fx cannot trace this
+            x = -x
+        return F.relu(self.relu(self.fc(x)))
+
+
+def test_untraceable_model_falls_back_to_modules_with_warning():
+    """Only nn.ReLU modules are gated, the warning says what is missing, removal restores."""
+    model, x = Untraceable(), torch.randn(4, 3)
+    relu, expected = model.relu, model(x)
+    with pytest.warns(UserWarning, match="could not trace.*Functional ReLUs .* NOT gated"):
+        add_gates(model, example_input=x)
+    assert [name for name, _ in gate_sites(model)] == ["relu"]
+    assert isinstance(model.relu, ReLUGate) and torch.equal(model(x), expected)
+    remove_gates(model)
+    assert model.relu is relu and torch.equal(model(x), expected)
+
+
+def test_exclusion_by_name_pattern():
+    """Excluded sites keep their plain ReLU; the others are gated."""
+    torch.manual_seed(0)
+    net, x = nn.Sequential(BasicBlock(3, 3), BasicBlock(3, 3)), torch.randn(2, 3, 4, 4)
+    add_gates(net, exclude=["0.*"], example_input=x)
+    assert [name for name, _ in gate_sites(net)] == ["1.relu", "1.relu_1"]
+    remove_gates(net)
+    add_gates(net, exclude=["*relu_1"])
+    assert [name for name, _ in gate_sites(net)] == ["0.relu", "1.relu"]
+
+
+def test_gates_are_shaped_lazily_per_model():
+    """Gate shapes follow each model's own first input; unshaped gates refuse an optimizer."""
+    small, large = SmallConvNet(1, 10, width=4), SmallConvNet(1, 10, width=4)
+    add_gates(small), add_gates(large, granularity="channel")
+    with pytest.raises(RuntimeError, match="materialize_gates"):
+        gate_parameters(small)
+    materialize_gates(small, torch.zeros(2, 1, 8, 8))
+    materialize_gates(large, torch.zeros(1, 1, 12, 12))
+    assert [tuple(g.c.shape) for _, g in gate_sites(small)] == [(4, 8, 8), (8, 4, 4), (64,)]
+    assert [tuple(g.c.shape) for _, g in gate_sites(large)] == [(4, 1, 1), (8, 1, 1), (64,)]
+    torch.optim.SGD([{"params": gate_parameters(small)}, {"params": weight_parameters(small)}], lr=0.1)
+    with pytest.raises(ValueError, match="shaped for inputs"):
+        small(torch.zeros(1, 1, 12, 12))
+
+
+def test_materialize_does_not_touch_batchnorm_statistics():
+    model = SmallConvNet(1, 10, width=4).train()
+    add_gates(model)
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("features")}
+    materialize_gates(model, torch.randn(4, 1, 8, 8) + 3)
+    after = model.state_dict()
+    assert any("running_mean" in k for k in before)
+    assert all(torch.equal(before[k], after[k]) for k in before) and model.training
+
+
+def test_binarize_freeze_and_parameter_split():
+    model, x = SmallConvNet(1, 10, width=2), torch.randn(2, 1, 8, 8)
+    add_gates(model, granularity="channel", example_input=x)
+    first = gate_sites(model)[0][1]
+    first.c.data.copy_(torch.tensor([0.5, 0.005]).view(2, 1, 1))
+    binarize_gates(model, epsilon=0.01)
+    assert first.c.flatten().tolist() == [1.0, 0.0]
+    freeze_gates(model)
+    assert not any(p.requires_grad for p in gate_parameters(model))
+    gates, weights = gate_parameters(model), weight_parameters(model)
+    assert {id(p) for p in gates} | {id(p) for p in weights} == {id(p) for p in model.parameters()}
+    assert not {id(p) for p in gates} & {id(p) for p in weights} and len(gates) == 3
+
+
+def test_state_dict_round_trip_and_deepcopy():
+    """A state dict shapes a fresh gated model's gates; a deep copy computes the same."""
+    torch.manual_seed(0)
+    source, x = Mixed().eval(), torch.randn(2, 2, 4, 4)
+    add_gates(source, example_input=x)
+    for _, gate in gate_sites(source):
+        gate.c.data.uniform_()
+    target = add_gates(copy.deepcopy(Mixed()).eval())
+    target.load_state_dict(source.state_dict())
+    assert torch.equal(target(x), source(x))
+    clone = copy.deepcopy(source)
+    assert torch.equal(clone(x), source(x)) and is_gated(clone)
+    assert gate_sites(clone)[0][1] is not gate_sites(source)[0][1]
+
+
+def test_bad_arguments_raise():
+    model = ModuleSite()
+    with pytest.raises(ValueError, match="granularity"):
+        add_gates(model, granularity="row")
+    with pytest.raises(ValueError, match="ungated"):
+        remove_gates(model)
+    add_gates(model)
+    with pytest.raises(ValueError, match="already gated"):
+        add_gates(model)
