@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from .accounting import online_latency, relu_counts
 from .checkpoint import FORMAT, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RunConfig
-from .gates import add_gates, freeze_gates, gate_parameters, gate_sites, weight_parameters
+from .gates import add_gates, freeze_gates, gate_parameters, gate_sites, is_gated, weight_parameters
 
 STAGES = ("pretrain", "search", "finetune", "done")
 
@@ -289,9 +289,13 @@ class Trainer:
     def _start(self) -> None:
         torch.manual_seed(self.config.seed)
         self.model = self.model_factory().to(self.device)
-        self.total = relu_total = sum(s.total for s in relu_counts(self.model, self.example_input,
-                                                                    self.config.search.epsilon))
+        self.site_totals = relu_counts(self.model, self.example_input)
+        self.total = relu_total = sum(s.total for s in self.site_totals)
         self.budget = resolve_budget(relu_total, self.config.budget, self.config.budget_fraction)
+        if self.config.search.exclude:  # fail now, not after pretraining
+            probe = copy.deepcopy(self.model)
+            self._add_gates(probe)
+            self._check_excluded(probe)
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._path("metrics.jsonl").write_text("")
@@ -310,6 +314,7 @@ class Trainer:
             if self.config.search.from_scratch:
                 self.model = self.model_factory().to(self.device)
             self._add_gates(self.model)
+            self._check_excluded(self.model)
             self.lam, self.prev_count = self.config.search.lam, self._relu_count()
             self.stage = "search"
         elif self.stage == "search":
@@ -322,9 +327,10 @@ class Trainer:
                 self.log(f"search: budget NOT reached after the maximum of {self.epoch} epochs "
                          f"({self.prev_count} ReLUs > {self.budget}); binarization keeps only "
                          f"the {self.budget} largest gates")
-            counts = binarize_within_budget(self.model, self.budget, self.config.search.epsilon,
-                                            self.example_input)
+            binarize_within_budget(self.model, self.budget - self._excluded_relus(),
+                                   self.config.search.epsilon, self.example_input)
             freeze_gates(self.model)
+            counts = self._site_counts()
             self.log(f"binarized: {sum(s.kept for s in counts)} of {sum(s.total for s in counts)} "
                      f"ReLUs kept")
             self.stage = "finetune"
@@ -365,9 +371,28 @@ class Trainer:
         else:
             self.optimizer = None
 
+    def _site_counts(self) -> list:
+        """Per-site counts; sites left ungated (``exclude``) count all their ReLUs as kept."""
+        if not is_gated(self.model):
+            return relu_counts(self.model, self.example_input)
+        gated = {s.name: s for s in relu_counts(self.model, self.example_input,
+                                                self.config.search.epsilon)}
+        known = {s.name for s in self.site_totals}
+        return ([gated.get(s.name, s) for s in self.site_totals]
+                + [s for name, s in gated.items() if name not in known])
+
+    def _excluded_relus(self, model=None) -> int:
+        gated = {name for name, _ in gate_sites(model if model is not None else self.model)}
+        return sum(s.total for s in self.site_totals if s.name not in gated)
+
+    def _check_excluded(self, model) -> None:
+        excluded = self._excluded_relus(model)
+        if excluded > self.budget:
+            raise BudgetError(f"the excluded sites alone keep {excluded} ReLUs, "
+                              f"more than the budget {self.budget}")
+
     def _relu_count(self) -> int:
-        return sum(s.kept for s in relu_counts(self.model, self.example_input,
-                                               self.config.search.epsilon))
+        return sum(s.kept for s in self._site_counts())
 
     # -- persistence --------------------------------------------------------------------
     def _path(self, name: str) -> Path:
@@ -411,6 +436,7 @@ class Trainer:
             raise CheckpointError(f"checkpoint has unknown stage {state['stage']!r}")
         self.stage, self.epoch = state["stage"], int(state["epoch"])
         self.model = self.model_factory().to(self.device)
+        self.site_totals = relu_counts(self.model, self.example_input)
         if state.get("teacher") is not None:
             self.teacher = self.model_factory().to(self.device)
             self._load(self.teacher, state["teacher"], "teacher")
@@ -448,7 +474,7 @@ class Trainer:
     # -- the result ----------------------------------------------------------------------
     def _result(self) -> dict:
         cfg = self.config
-        counts = relu_counts(self.model, self.example_input, cfg.search.epsilon)
+        counts = self._site_counts()
         kept = sum(s.kept for s in counts)
         latency = online_latency(self.model, self.example_input, kept, cfg.latency_per_1000)
         result = {
