@@ -14,9 +14,9 @@ from itertools import product
 import sympy
 import z3
 
-from capacity import bounds, exhaustive, optimum
+from capacity import exhaustive, optimum
 from capacity.symbolic import S
-from proofs.claims._common import exact_eval, is_zero
+from proofs.claims._common import exact_eval
 from proofs.framework import Evidence
 from proofs.z3tools import prove, to_z3
 
