@@ -1,0 +1,116 @@
+"""Tests of snl_train.accounting: per-site ReLU counts and the DELPHI latency estimate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from snl_train.accounting import SiteCount, count_relus, online_latency, relu_counts, total_kept
+from snl_train.gates import add_gates, gate_sites, remove_gates
+from snl_train.models import MLP, BasicBlock, SmallConvNet
+
+
+class Functional(nn.Module):
+    """One module ReLU and two functional ReLUs on differently shaped tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(2 * 6 * 6, 5)
+
+    def forward(self, x):
+        h = self.relu(self.conv(x))           # 2*6*6 = 72
+        h = F.max_pool2d(h, 2).relu()         # 2*3*3 = 18
+        return torch.relu(self.fc(F.interpolate(h, size=6).flatten(1)))  # 5
+
+
+def test_mlp_counts_per_site():
+    counts = relu_counts(MLP(4, [8, 3], 2), torch.zeros(7, 4))
+    assert counts == [SiteCount("features.2", 8, 8), SiteCount("features.4", 3, 3)]
+
+
+def test_ungated_counts_cover_functional_and_reused_sites():
+    """Functional and method ReLUs count; a reused nn.ReLU counts at each of its sites."""
+    assert [c.total for c in relu_counts(Functional(), torch.zeros(2, 1, 6, 6))] == [72, 18, 5]
+    block_counts = relu_counts(BasicBlock(3, 3), torch.zeros(1, 3, 4, 5))
+    assert [(c.name, c.total) for c in block_counts] == [("relu", 60), ("relu_1", 60)]
+
+
+def test_gated_counts_match_ungated_and_follow_epsilon():
+    """A fresh gated model keeps every ReLU; kept counts slopes strictly above epsilon."""
+    model, x = Functional(), torch.zeros(3, 1, 6, 6)
+    ungated = relu_counts(model, x)
+    add_gates(model, example_input=x)
+    assert relu_counts(model, x) == ungated
+    last = gate_sites(model)[-1][1]
+    last.c.data.copy_(torch.tensor([0.5, 0.01, 0.02, 0.0, -3.0]))
+    assert relu_counts(model, x)[-1] == SiteCount(ungated[-1].name, 5, 2)
+    assert total_kept(model, x, epsilon=0.001) == 72 + 18 + 3
+    assert count_relus(model, x) == 95
+
+
+def test_pixel_and_channel_counts_on_a_conv_net():
+    """A channel slope covers H*W ReLUs; a pixel slope covers one."""
+    x = torch.zeros(2, 1, 8, 8)
+    pixel = add_gates(SmallConvNet(1, 10, width=4), "pixel", example_input=x)
+    channel = add_gates(SmallConvNet(1, 10, width=4), "channel", example_input=x)
+    totals = [4 * 64, 8 * 16, 64]
+    assert [c.total for c in relu_counts(pixel, x)] == totals
+    assert [c.total for c in relu_counts(channel, x)] == totals
+    with torch.no_grad():
+        gate_sites(pixel)[0][1].c[1, 2, 3] = 0.0
+        gate_sites(channel)[0][1].c[1] = 0.0
+        gate_sites(channel)[1][1].c[:3] = 0.0
+    assert [c.kept for c in relu_counts(pixel, x)] == [4 * 64 - 1, 8 * 16, 64]
+    assert [c.kept for c in relu_counts(channel, x)] == [3 * 64, 5 * 16, 64]
+
+
+def test_counting_leaves_model_state_untouched():
+    """Counting runs in eval mode without grad: BatchNorm statistics and the mode survive."""
+    model = SmallConvNet(1, 10, width=2).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    count_relus(model, torch.randn(4, 1, 8, 8) + 5)
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class Untraceable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        if x.sum() > 0:
+            x = x + 1
+        return F.relu(self.relu(self.relu(x)))
+
+
+def test_untraceable_model_counts_module_calls_with_warning():
+    with pytest.warns(UserWarning, match="functional ReLUs are not counted"):
+        counts = relu_counts(Untraceable(), torch.zeros(1, 2, 3))
+    assert [(c.name, c.total) for c in counts] == [("relu", 6), ("relu_1", 6)]
+
+
+def test_online_latency_adds_relu_cost_to_measured_plaintext_time():
+    model, x = MLP(4, [8], 2), torch.zeros(4, 4)
+    estimate = online_latency(model, x, relu_count=2000, repeats=2)
+    assert estimate["relu_seconds"] == pytest.approx(0.042)
+    assert estimate["plaintext_seconds"] > 0 and estimate["batch_size"] == 4
+    assert estimate["total_seconds"] == pytest.approx(estimate["plaintext_seconds"] + 0.042)
+    custom = online_latency(model, x, relu_count=500, seconds_per_1000_relus=1.0, repeats=1)
+    assert custom["relu_seconds"] == pytest.approx(0.5)
+
+
+def test_online_latency_counts_kept_relus_by_default():
+    model, x = MLP(4, [10], 2), torch.zeros(2, 4)
+    assert online_latency(model, x, repeats=1)["relu_count"] == 10
+    add_gates(model, example_input=x)
+    gate_sites(model)[0][1].c.data[:4] = 0
+    assert online_latency(model, x, repeats=1)["relu_count"] == 6
+    remove_gates(model)
+    with pytest.raises(ValueError, match="repeats"):
+        online_latency(model, x, repeats=0)
+    with pytest.raises(ValueError, match="relu_count"):
+        online_latency(model, x, relu_count=-1)
