@@ -65,7 +65,7 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data import DATASETS
+    from .config import DATASETS
 
     p = _Parser(prog="python -m snl_train", description=(
         "Selective Network Linearization (ICML 2022, Algorithm 1): pretrain, learn which ReLUs "
@@ -82,30 +82,31 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", help="directory holding cifar-10-batches-py/, cifar-100-python/ "
                                       "or tiny-imagenet-200/")
     b = p.add_argument_group("budget (give one)")
-    b.add_argument("--budget", type=_nonneg_int, help="ReLUs per sample to keep, e.g. 60")
-    b.add_argument("--budget-fraction", type=_fraction,
+    b.add_argument("--budget", metavar="N", type=_nonneg_int, help="ReLUs per sample to keep, e.g. 60")
+    b.add_argument("--budget-fraction", metavar="F", type=_fraction,
                    help="budget as a fraction of the model's ReLU count, e.g. 0.1")
     s = p.add_argument_group("SNL search (Algorithm 1)")
-    s.add_argument("--lambda", dest="lam", type=_positive_float, default=1e-5,
+    s.add_argument("--lambda", dest="lam", metavar="LAMBDA", type=_positive_float, default=1e-5,
                    help="initial Lasso coefficient (default 1e-5)")
     s.add_argument("--kappa", type=_positive_float, default=1.1,
                    help="lambda *= kappa when the count did not decrease (default 1.1)")
     s.add_argument("--epsilon", type=float, default=0.01, help="keep a ReLU while c > epsilon (0.01)")
     s.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (1e-3)")
-    s.add_argument("--search-epochs", type=_nonneg_int, help="maximum search epochs")
+    s.add_argument("--search-epochs", metavar="N", type=_nonneg_int,
+                   help="maximum search epochs; the search ends early at the budget")
     s.add_argument("--granularity", choices=("pixel", "channel"), default="pixel")
     s.add_argument("--variant", choices=("linearize", "zero"), default="linearize",
                    help="linearize (SNL) or zero (Appendix B, Eq. 7)")
     s.add_argument("--from-scratch", action="store_true",
                    help="search from a random init (Appendix B); the pretrained net stays the teacher")
-    s.add_argument("--exclude", default="",
+    s.add_argument("--exclude", default="", metavar="PATTERNS",
                    help="comma-separated gate-site name patterns to keep as plain ReLUs")
     t = p.add_argument_group("pretraining and finetuning")
-    t.add_argument("--pretrain-epochs", type=_nonneg_int)
+    t.add_argument("--pretrain-epochs", metavar="N", type=_nonneg_int)
     t.add_argument("--pretrain-lr", type=_positive_float, default=0.1, help="SGD lr (0.1)")
     t.add_argument("--milestones", type=_milestones,
                    help="pretraining epochs after which lr *= 0.1, e.g. 80,120")
-    t.add_argument("--finetune-epochs", type=_nonneg_int)
+    t.add_argument("--finetune-epochs", metavar="N", type=_nonneg_int)
     t.add_argument("--finetune-lr", type=_positive_float, default=1e-3, help="SGD lr (1e-3)")
     t.add_argument("--batch-size", type=_nonneg_int, help="mini-batch size for every stage")
     r = p.add_argument_group("run")
@@ -151,9 +152,12 @@ def config_from_args(args):
 def main(argv=None) -> int:
     """Entry point; returns the exit code (0 ok, 1 NaN loss, 2 bad input, 130 interrupted)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if (args.budget is None) == (args.budget_fraction is None):
-        parser.error("give exactly one of --budget N or --budget-fraction F")
+    try:
+        args = parser.parse_args(argv)
+        if (args.budget is None) == (args.budget_fraction is None):
+            parser.error("give exactly one of --budget N or --budget-fraction F")
+    except SystemExit as exit_:  # --help (0) or a usage error (2, line already printed)
+        return exit_.code
     try:
         return _run(args)
     except KeyboardInterrupt:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+DATASETS = ("digits", "random", "collinear", "cifar10", "cifar100", "tiny-imagenet")
+
 
 @dataclass
 class PretrainConfig:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-DATASETS = ("digits", "random", "collinear", "cifar10", "cifar100", "tiny-imagenet")
+from .config import DATASETS
 
 # Per-channel statistics of the training sets (the usual published values).
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
