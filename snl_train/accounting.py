@@ -19,7 +19,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from snl_train.gates import eval_forward, gate_sites, is_gated, materialize_gates, trace_relu_sites
+from snl_train.gates import ReLUGate, eval_forward, is_gated, materialize_gates, site_modules, trace_relu_sites
 
 __all__ = ["SiteCount", "relu_counts", "count_relus", "total_kept", "online_latency",
            "SECONDS_PER_1000_RELUS"]
@@ -113,11 +113,11 @@ def _ungated_counts(model: nn.Module, example_input: Any) -> list[SiteCount]:
 
 def _gated_counts(model: nn.Module, example_input: Any, epsilon: float) -> list[SiteCount]:
     materialize_gates(model, example_input)
-    sites = gate_sites(model)
+    sites = site_modules(model)
     shapes: dict[int, tuple[int, ...]] = {}
-    handles = [gate.register_forward_hook(
+    handles = [module.register_forward_hook(
         lambda module, inputs, output: shapes.__setitem__(id(module), tuple(inputs[0].shape[1:])))
-        for _, gate in sites]
+        for _, module in sites]
     try:
         eval_forward(model, _first_sample(example_input))
     finally:
@@ -125,6 +125,10 @@ def _gated_counts(model: nn.Module, example_input: Any, epsilon: float) -> list[
             handle.remove()
     counts = []
     for name, gate in sites:
+        if not isinstance(gate, ReLUGate):  # an excluded site: a plain ReLU, all kept
+            total = math.prod(shapes[id(gate)])
+            counts.append(SiteCount(name, total, total))
+            continue
         c = gate.c.detach()
         per_slope = math.prod(shapes[id(gate)]) // c.numel()  # H*W for channel-wise, else 1
         counts.append(SiteCount(name, c.numel() * per_slope, int((c > epsilon).sum()) * per_slope))
@@ -136,7 +140,8 @@ def relu_counts(model: nn.Module, example_input: Any, epsilon: float = 0.01) -> 
 
     Args:
         model: a gated model (``kept`` = ReLUs whose slope ``c > epsilon``; unshaped gates are
-            shaped first) or an ungated one (``kept == total``).
+            shaped first; sites excluded from gating keep all their ReLUs) or an ungated one
+            (``kept == total``).
         example_input: a batch (only its first sample is run) or a tuple of forward arguments.
         epsilon: threshold on the gate slopes (the paper uses 0.01).
 

@@ -57,6 +57,7 @@ __all__ = [
     "gate_parameters",
     "weight_parameters",
     "trace_relu_sites",
+    "site_modules",
     "eval_forward",
 ]
 
@@ -210,6 +211,7 @@ class _GatingState:
 
     mode: str  # "fx": traced forward + gate container; "module": nn.ReLU modules replaced
     sites: list[str] = field(default_factory=list)  # gated site names, forward order
+    all_sites: list[str] = field(default_factory=list)  # gated and excluded, forward order
     replaced: list[tuple[str, nn.Module]] = field(default_factory=list)  # "module" mode
     saved_forward: Any = None  # an instance-level forward that existed before gating
 
@@ -354,17 +356,20 @@ def _warn_hidden_relus(model: nn.Module, gm: fx.GraphModule) -> None:
 def _add_gates_fx(model, gm, sites, granularity, variant, exclude) -> _GatingState:
     container = nn.Module()
     gated = [site for site in sites if not _is_excluded(site.name, exclude)]
-    for site in gated:
-        _set_nested(container, site.name, ReLUGate(granularity, variant))
+    for site in sites:
+        # An excluded site calls a plain nn.ReLU in the container, so it can still be counted.
+        excluded = _is_excluded(site.name, exclude)
+        _set_nested(container, site.name, nn.ReLU() if excluded else ReLUGate(granularity, variant))
     gm.add_module(GATE_CONTAINER, container)
     order = {node: i for i, node in enumerate(gm.graph.nodes)}
-    for site in gated:
+    for site in sites:
         _gate_site(gm, site, order)
     _move_constants(model, gm, container)
     gm.graph.lint()
     gm.recompile()
     _warn_hidden_relus(model, gm)
-    state = _GatingState("fx", [site.name for site in gated], saved_forward=model.__dict__.get("forward"))
+    state = _GatingState("fx", [site.name for site in gated], [site.name for site in sites],
+                         saved_forward=model.__dict__.get("forward"))
     model.add_module(GATE_CONTAINER, container)
     # The generated code only reads attributes by their qualified names, which resolve on
     # the model itself, so it runs bound to the model.
@@ -375,7 +380,10 @@ def _add_gates_fx(model, gm, sites, granularity, variant, exclude) -> _GatingSta
 def _add_gates_modules(model, granularity, variant, exclude, reason) -> _GatingState:
     state = _GatingState("module")
     for path, module in list(model.named_modules(remove_duplicate=False)):
-        if type(module) is not nn.ReLU or not path or _is_excluded(path, exclude):
+        if type(module) is not nn.ReLU or not path:
+            continue
+        state.all_sites.append(path)
+        if _is_excluded(path, exclude):
             continue
         parent_path, _, attr = path.rpartition(".")
         model.get_submodule(parent_path).add_module(attr, ReLUGate(granularity, variant))
@@ -491,6 +499,18 @@ def gate_sites(model: nn.Module) -> list[tuple[str, ReLUGate]]:
     state = _state(model)
     prefix = f"{GATE_CONTAINER}." if state.mode == "fx" else ""
     return [(name, model.get_submodule(prefix + name)) for name in state.sites]
+
+
+def site_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every ReLU site of a gated model in forward order: its :class:`ReLUGate`, or the plain
+    ``nn.ReLU`` that an excluded site calls.
+
+    Raises:
+        ValueError: the model is not gated.
+    """
+    state = _state(model)
+    prefix = f"{GATE_CONTAINER}." if state.mode == "fx" else ""
+    return [(name, model.get_submodule(prefix + name)) for name in state.all_sites]
 
 
 def eval_forward(model: nn.Module, example_input: Any) -> Any:

@@ -114,3 +114,12 @@ def test_online_latency_counts_kept_relus_by_default():
         online_latency(model, x, repeats=0)
     with pytest.raises(ValueError, match="relu_count"):
         online_latency(model, x, relu_count=-1)
+
+
+def test_excluded_sites_count_as_kept():
+    """A site left ungated by ``exclude`` still evaluates all its ReLUs."""
+    model, x = Functional(), torch.zeros(2, 1, 6, 6)
+    add_gates(model, exclude=["relu"], example_input=x)
+    for _, gate in gate_sites(model):
+        gate.c.data.zero_()
+    assert [(c.total, c.kept) for c in relu_counts(model, x)] == [(72, 72), (18, 0), (5, 0)]

@@ -224,8 +224,11 @@ def test_exclusion_by_name_pattern():
     """Excluded sites keep their plain ReLU; the others are gated."""
     torch.manual_seed(0)
     net, x = nn.Sequential(BasicBlock(3, 3), BasicBlock(3, 3)), torch.randn(2, 3, 4, 4)
+    expected = net[0](x)
     add_gates(net, exclude=["0.*"], example_input=x)
     assert [name for name, _ in gate_sites(net)] == ["1.relu", "1.relu_1"]
+    set_gates(net, 0.0)
+    assert torch.equal(net[0](x), expected)  # the excluded block still applies ReLU
     remove_gates(net)
     add_gates(net, exclude=["*relu_1"])
     assert [name for name, _ in gate_sites(net)] == ["0.relu", "1.relu"]
