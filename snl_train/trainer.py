@@ -358,16 +358,17 @@ class Trainer:
         if self.stage == "pretrain":
             p = cfg.pretrain
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=p.lr, momentum=p.momentum,
-                                             weight_decay=p.weight_decay)
+                                             weight_decay=p.weight_decay, foreach=True)
         elif self.stage == "search":
             s = cfg.search
             self.optimizer = torch.optim.Adam(
                 [{"params": weight_parameters(self.model), "weight_decay": s.weight_decay},
-                 {"params": gate_parameters(self.model), "weight_decay": 0.0}], lr=s.lr)
+                 {"params": gate_parameters(self.model), "weight_decay": 0.0}], lr=s.lr, foreach=True)
         elif self.stage == "finetune":
             f = cfg.finetune
             self.optimizer = torch.optim.SGD(weight_parameters(self.model), lr=f.lr,
-                                             momentum=f.momentum, weight_decay=f.weight_decay)
+                                             momentum=f.momentum, weight_decay=f.weight_decay,
+                                             foreach=True)
         else:
             self.optimizer = None
 
