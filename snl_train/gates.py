@@ -101,6 +101,27 @@ class _LinearizeFunction(torch.autograd.Function):
         return grad_z, grad_c
 
 
+class _FrozenLinearizeFunction(torch.autograd.Function):
+    """``z - c * min(z, 0)`` for a slope that needs no gradient and lies in ``c <= 1``.
+
+    Then ``out > 0`` exactly where ``z > 0``, so the backward pass needs only the output, which
+    the next layer keeps anyway: a frozen gate (the finetuning stage) costs no extra memory.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        negative = z.clamp(max=0)
+        out = torch.addcmul(z, c, negative, value=-1, out=negative)
+        ctx.save_for_backward(out, c)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        out, c = ctx.saved_tensors
+        r = torch.ops.aten.threshold_backward(grad, out, 0).sub_(grad)
+        return torch.addcmul(grad, c, r, out=r), None
+
+
 class ReLUGate(nn.Module):
     """A ReLU with a learnable slope ``c`` per neuron or per channel (initialised to 1).
 
@@ -163,9 +184,12 @@ class ReLUGate(nn.Module):
             self._materialize(z)
         else:
             self._check_shape(z)
-        if self.variant == "linearize":
-            return _LinearizeFunction.apply(z, self.c)
-        return torch.relu(z) * self.c
+        c = self.c
+        if self.variant == "zero":
+            return torch.relu(z) * c
+        if not c.requires_grad and bool((c <= 1).all()):
+            return _FrozenLinearizeFunction.apply(z, c)
+        return _LinearizeFunction.apply(z, c)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         if self.is_materialized:

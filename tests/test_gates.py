@@ -297,3 +297,20 @@ def test_bad_arguments_raise():
     add_gates(model)
     with pytest.raises(ValueError, match="already gated"):
         add_gates(model)
+
+
+@pytest.mark.parametrize("fill", ["uniform", "binary", "above_one"])
+def test_frozen_gates_compute_what_trainable_gates_compute(fill):
+    """Frozen gates (output-only backward when c <= 1) give the same outputs and gradients."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 4, 4)
+    trainable = add_gates(Mixed(), example_input=x)
+    for _, gate in gate_sites(trainable):
+        values = {"uniform": torch.rand_like(gate.c), "binary": (torch.rand_like(gate.c) > 0.5).float(),
+                  "above_one": torch.full_like(gate.c, 1.5)}[fill]
+        gate.c.data.copy_(values)
+    frozen = freeze_gates(copy.deepcopy(trainable))
+    out0, gx0, gw0 = _grads(trainable, x)
+    out1, gx1, gw1 = _grads(frozen, x)
+    assert torch.equal(out0, out1) and torch.equal(gx0, gx1)
+    assert all(torch.equal(gw0[k], gw1[k]) for k in gw0)
