@@ -19,7 +19,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from snl_train.gates import ReLUGate, eval_forward, is_gated, materialize_gates, site_modules, trace_relu_sites
+from snl_train.gates import (ReLUGate, eval_forward, is_gated, materialize_gates, site_modules,
+                             trace_relu_sites)
 
 __all__ = ["SiteCount", "relu_counts", "count_relus", "total_kept", "online_latency",
            "SECONDS_PER_1000_RELUS"]

@@ -434,7 +434,8 @@ def add_gates(model: nn.Module, granularity: str = "pixel", variant: str = "line
             gates at once via :func:`materialize_gates`.
 
     Returns:
-        ``model`` itself, gated.
+        ``model`` itself, gated. Its new child ``snl_gates`` holds the gates; for a root
+        ``nn.Sequential`` that child is also its last item (``model[-1]``).
 
     Raises:
         ValueError: the model is already gated, has an attribute named ``snl_gates``, or the
