@@ -163,8 +163,8 @@ def print_table(rows: list[dict]) -> None:
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['model']:<22} {r['variant']:<9} {r['step_ms']:>10.1f} {r['best_ms']:>9.1f} {r['time_ratio']:>8.3f} "
-              f"{r['peak_mb']:>9.1f} {r['peak_ratio']:>8.3f} {r['resident_mb']:>12.1f} {r['total_ratio']:>13.3f}")
+        print(f"{r['model']:<22} {r['variant']:<9} {r['step_ms']:>10.1f} {r['best_ms']:>9.1f} "
+              f"{r['time_ratio']:>8.3f} {r['peak_mb']:>9.1f} {r['peak_ratio']:>8.3f} {r['resident_mb']:>12.1f} {r['total_ratio']:>13.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {rounds} timed steps per variant")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+              f"{rounds} timed steps per variant")
         print_table(rows)
     return 0
 

@@ -143,7 +143,8 @@ def _grads(model, x):
     model.zero_grad(set_to_none=True)
     out = model(x)
     (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-    weight_grads = {n: p.grad.clone() for n, p in model.named_parameters() if not n.startswith(GATE_CONTAINER)}
+    weight_grads = {n: p.grad.clone() for n, p in model.named_parameters()
+                    if not n.startswith(GATE_CONTAINER)}
     return out.detach(), x.grad, weight_grads
 
 
