@@ -25,8 +25,10 @@ deep-copy fine; save them with ``state_dict()`` (the generated forward cannot be
 
 Limitations of tracing (from ``torch.fx``): Python control flow is fixed at trace time (e.g. a
 ``if self.training`` branch takes the value it had in :func:`add_gates`), and a ReLU inside a
-``torch.nn`` leaf module that fx does not trace into is not gated (a warning names it). A model
-fx cannot trace at all falls back to replacing its ``nn.ReLU`` modules, with a warning.
+``torch.nn`` leaf module that fx does not trace into is not gated (a warning names it). An
+in-place ReLU's effect is carried to later uses of its input, but not through views of it
+(``x[:, :3].relu_()``). A model fx cannot trace at all falls back to replacing its ``nn.ReLU``
+modules, with a warning.
 """
 
 from __future__ import annotations
