@@ -7,7 +7,7 @@ Floats are refused on purpose: a bound evaluated at 0.1 is a bound at
 from __future__ import annotations
 
 from fractions import Fraction
-from numbers import Rational
+from numbers import Integral, Rational
 
 Exact = int | Fraction
 
@@ -16,7 +16,7 @@ def as_exact(value: object, name: str = "value") -> Exact:
     """Return ``value`` as an int or a Fraction, refusing anything inexact.
 
     Args:
-        value: an int, a Fraction (or other Rational), or a string "n" / "p/q".
+        value: an int (also numpy's), a Fraction (or other Rational), or a string "n" / "p/q".
         name: how the value is called in error messages.
 
     Returns:
@@ -35,8 +35,10 @@ def as_exact(value: object, name: str = "value") -> Exact:
         raise ValueError(f"{name} must be an exact number, got the bool {value!r}")
     if isinstance(value, int):
         return value
+    if isinstance(value, Integral):  # numpy integers and the like
+        return int(value)
     if isinstance(value, Rational):
-        frac = Fraction(value.numerator, value.denominator)
+        frac = Fraction(int(value.numerator), int(value.denominator))
     elif isinstance(value, str):
         try:
             frac = Fraction(value.strip())

@@ -91,3 +91,15 @@ def test_huge_values_stay_exact():
     big = 10**50
     value = theorem1(big, big)
     assert isinstance(value, int) and value == 2 * big * big + big + 2
+
+
+def test_numpy_integers_become_python_ints():
+    import numpy as np
+
+    from capacity.exact import as_count, as_exact
+
+    value = as_exact(np.int64(7))
+    assert value == 7 and type(value) is int
+    assert type(as_count(np.int32(3), "budget")) is int
+    with pytest.raises(ValueError):
+        as_exact(np.float64(1.0))
