@@ -559,6 +559,31 @@ def _restrict_fast(net: Network, tol: float = 1e-9):
 # ----------------------------------------------------------------------------- public API
 
 
+def sampled_pieces(net: Network, lo, hi, samples: int, tol=0) -> int:
+    """The naive count this module replaces: slope changes of a sampled polyline.
+
+    Evaluates the network (exactly) at ``samples + 1`` equally spaced values of t in
+    [lo, hi], and counts 1 + the number of consecutive secant slopes differing by more than
+    ``tol`` (relative to the largest slope). It miscounts: a kink strictly inside a sampling
+    interval shows up as two slope changes, kinks closer than ``tol`` allows merge, kinks
+    outside [lo, hi] are missed. Kept for comparisons (see docs/pieces.md).
+
+    Example:
+        >>> net = load_network({"layers": [{"weight": [[1]], "bias": ["-1/4"]}],
+        ...                     "output": {"weight": [1]}})
+        >>> count_pieces(net).pieces, sampled_pieces(net, -1, 1, 20)
+        (2, 3)
+    """
+    lo, hi = Fraction(lo), Fraction(hi)
+    ts = [lo + (hi - lo) * i / samples for i in range(samples + 1)]
+    values = [net([o + t * d for o, d in zip(net.origin, net.direction)]) for t in ts]
+    slopes = [(v1 - v0) / (t1 - t0) for t0, t1, v0, v1 in zip(ts, ts[1:], values, values[1:])]
+    scale = max([abs(s) for s in slopes] + [1])
+    return 1 + sum(1 for s0, s1 in zip(slopes, slopes[1:]) if abs(s1 - s0) > tol * scale)
+
+
+
+
 def count_pieces(net: Network, exact: bool = True) -> PieceCount:
     """Number of linear pieces of the network's output along its line, and the breakpoints.
 

@@ -1,0 +1,215 @@
+"""Tests of capacity.pieces: exact counts, bounds on generated networks, fast path, CLI."""
+
+import json
+import subprocess
+import sys
+from fractions import Fraction as F
+
+import pytest
+from hypothesis import example, given
+
+from capacity.bounds import corollary1_counts, corollary2_counts, sharp_pieces, theorem1
+from capacity.pieces import (
+    ACTIVATIONS,
+    Layer,
+    Network,
+    NetworkError,
+    PieceCount,
+    count_pieces,
+    load_network,
+    main,
+    restrict,
+    sampled_pieces,
+)
+from capacity.strategies import ALL_ACTIVATIONS, networks, two_layer_networks
+
+
+def one_layer(rows, bias, out, mask=None, activation="relu", out_bias=0):
+    """A one-hidden-layer network on the line t (input width 1)."""
+    mask = mask or [1] * len(rows)
+    return Network((Layer(tuple((F(r),) for r in rows), tuple(map(F, bias)), tuple(mask)),),
+                   tuple(map(F, out)), F(out_bias), activation=activation)
+
+
+@pytest.mark.parametrize("net, pieces, breakpoints", [
+    (one_layer([1], [0], [1]), 2, (0,)),
+    (one_layer([1], [0], [1], activation="hardtanh"), 3, (-1, 1)),
+    (one_layer([1], [0], [1], activation="leaky_relu"), 2, (0,)),
+    (one_layer([1], [0], [1], mask=[0]), 1, ()),                    # linearized
+    (one_layer([1, 1], [0, 0], [1, -1]), 1, ()),                    # duplicates cancel
+    (one_layer([1, 2], [-1, -2], [1, 1]), 2, (1,)),                 # coincident kinks add
+    (one_layer([1, -1], [0, 0], [1, 1]), 2, (0,)),                  # |t|
+    (one_layer([1, -1], [0, 0], [1, -1]), 1, ()),                   # relu(t) - relu(-t) = t
+    (one_layer([0, 3], [5, -1], [7, 1]), 2, (F(1, 3),)),            # zero weight: constant
+    (one_layer([1, 1, 1], [0, -1, -2], [1, -2, 1]), 4, (0, 1, 2)),  # a hat, then slope 0
+])
+def test_pinned_counts(net, pieces, breakpoints):
+    """Hand-checked networks have exactly the stated pieces and breakpoints, on both paths."""
+    assert count_pieces(net) == PieceCount(pieces, breakpoints)
+    fast = count_pieces(net, exact=False)
+    assert fast.pieces == pieces
+    assert fast.breakpoints == pytest.approx([float(b) for b in breakpoints])
+
+
+def test_two_layers_with_fraction_breakpoints():
+    """Layer 2 breaks where layer-1 pieces cross zero: exact rationals, not floats."""
+    net = load_network({
+        "layers": [{"weight": [[1], [1], [1]], "bias": [0, -1, "-3/2"], "mask": [1, 1, 0]},
+                   {"weight": [[1, -2, 0], [0, 1, 1]], "bias": [0, 0]}],
+        "output": {"weight": [1, 1], "bias": 0}})
+    assert count_pieces(net).breakpoints == (0, 1, F(5, 4), 2)
+
+
+def _points(net, restriction):
+    """Breakpoints, midpoints between them and points beyond both ends."""
+    b = list(restriction.breakpoints)
+    ts = [F(-1000), F(1000)] + b + [(x + y) / 2 for x, y in zip(b, b[1:])]
+    if b:
+        ts += [b[0] - 1, b[-1] + 1]
+    return ts
+
+
+@given(networks(activations=ALL_ACTIVATIONS, prune=True))
+def test_restriction_is_the_network(net):
+    """The exact restriction equals the network at every test point, and adjacent pieces differ."""
+    r = restrict(net)
+    for t in _points(net, r):
+        assert r(t) == net([o + t * d for o, d in zip(net.origin, net.direction)])
+    assert all(s0 != s1 for s0, s1 in zip(r.slopes, r.slopes[1:]))
+    assert list(r.breakpoints) == sorted(set(r.breakpoints))
+
+
+@given(networks(activations=ALL_ACTIVATIONS, prune=True))
+def test_fast_equals_exact(net):
+    """The float64 path finds the same number of pieces and the same breakpoints."""
+    exact, fast = count_pieces(net), count_pieces(net, exact=False)
+    assert fast.pieces == exact.pieces
+    assert fast.breakpoints == pytest.approx([float(b) for b in exact.breakpoints], rel=1e-9, abs=1e-9)
+
+
+@given(two_layer_networks(masks=False))
+def test_theorem1(net):
+    """All-ReLU, two hidden layers: pieces <= Theorem 1 - 1 (capacity <= pieces + 1)."""
+    d1, d2 = net.widths
+    assert count_pieces(net).pieces <= theorem1(d1, d2) - 1
+
+
+@given(two_layer_networks(masks=True, activations=ALL_ACTIVATIONS))
+def test_corollary1(net):
+    """Linearized, two hidden layers, any p: pieces <= Corollary 1 - 1."""
+    (d1, d2), (x, y) = net.widths, net.retained()
+    p = ACTIVATIONS[net.activation].p
+    assert count_pieces(net).pieces <= corollary1_counts(x, y, d1, d2, p) - 1
+
+
+@given(two_layer_networks(masks=False, prune=True))
+def test_corollary2(net):
+    """Pruned (the rest ReLU), two hidden layers: pieces <= Corollary 2 - 1 for the kept widths."""
+    (d1, d2), (k1, k2) = net.widths, net.kept()
+    assert count_pieces(net).pieces <= corollary2_counts(k1, k2, d1, d2) - 1
+
+
+@given(networks(max_depth=4, activations=ALL_ACTIVATIONS, prune=True))
+@example(one_layer([1, 1, 1], [0, -1, -2], [1, -2, 1]))
+def test_sharp_bound_any_depth(net):
+    """Any depth, mask, pruning and activation: pieces <= prod((p-1) x_l + 1)."""
+    p = ACTIVATIONS[net.activation].p
+    assert count_pieces(net).pieces <= sharp_pieces(net.retained(), p)
+
+
+def test_sampling_miscounts():
+    """Slope changes on a grid miscount what the exact counter gets right (docs/pieces.md)."""
+    kink = one_layer([1], [F(-1, 4)], [1])           # one kink at 1/4, between grid points
+    assert count_pieces(kink).pieces == 2
+    assert sampled_pieces(kink, -1, 1, 20) == 3
+    assert sampled_pieces(kink, -1, 1, 1999) == 3  # a finer grid does not help
+    near = one_layer([1, 1], [F(-1, 2), F(-1, 2) - F(1, 10**5)], [1, 1])  # kinks 1e-5 apart
+    assert count_pieces(near).pieces == 3
+    assert sampled_pieces(near, -1, 1, 20, tol=F(1, 1000)) == 2
+    far = one_layer([1], [-5], [1])                  # the kink is outside the window
+    assert sampled_pieces(far, -1, 1, 100) == 1 and count_pieces(far).pieces == 2
+
+
+def test_from_torch_with_gates():
+    """A torch Sequential with a 0/1 ReLUGate counts like its network JSON."""
+    torch = pytest.importorskip("torch")
+    from capacity.pieces import from_torch
+    from snl_train.gates import ReLUGate
+
+    lin1, lin2 = torch.nn.Linear(1, 3), torch.nn.Linear(3, 1)
+    with torch.no_grad():
+        lin1.weight.copy_(torch.tensor([[1.0], [1.0], [1.0]]))
+        lin1.bias.copy_(torch.tensor([0.0, -1.0, -2.0]))
+        lin2.weight.copy_(torch.tensor([[1.0, -2.0, 1.0]]))
+        lin2.bias.zero_()
+    gate = ReLUGate()
+    model = torch.nn.Sequential(lin1, gate, lin2)
+    model(torch.zeros(2, 1))
+    assert count_pieces(from_torch(model)).pieces == 4
+    with torch.no_grad():
+        gate.c.copy_(torch.tensor([1.0, 0.0, 1.0]))
+    net = from_torch(model)
+    assert net.layers[0].mask == (1, 0, 1)
+    assert count_pieces(net).breakpoints == (0, 2)
+    plain = from_torch(torch.nn.Sequential(lin1, torch.nn.ReLU(), lin2))
+    assert count_pieces(plain).breakpoints == (0, 1, 2)
+    with pytest.raises(NetworkError):
+        from_torch(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1)))
+
+
+# ----------------------------------------------------------------------------- command line
+
+GOOD = {"layers": [{"weight": [[1], [1], [1]], "bias": [0, -1, "-3/2"], "mask": [1, 1, 0]},
+                   {"weight": [[1, -2, 0], [0, 1, 1]], "bias": [0, 0.5]}],
+        "output": {"weight": [1, 1], "bias": 0}}
+
+
+def test_cli_json(tmp_path, capsys):
+    """--json prints one object with the pieces, exact breakpoints and both bounds."""
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(GOOD))
+    assert main([str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    net = load_network(GOOD)
+    assert report["pieces"] == count_pieces(net).pieces
+    assert report["breakpoints"] == [f"{b.numerator}/{b.denominator}" if isinstance(b, F) else str(b)
+                                     for b in count_pieces(net).breakpoints]
+    assert report["paper"]["statement"] == "Corollary 1"
+    assert report["paper"]["capacity"] == str(corollary1_counts(2, 2, 3, 2))
+    assert report["sharp"]["pieces"] == "9" and report["retained"] == [2, 2]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"layers": [{"weight": [[1], [1, 2]], "bias": [0, 1]}], "output": {"weight": [1, 1]}}), "length"),
+    (json.dumps({"layers": [{"weight": [[1]], "bias": [0], "mask": [1, 0]}], "output": {"weight": [1]}}), "mask"),
+    (json.dumps({"layers": [{"weight": [["x"]], "bias": [0]}], "output": {"weight": [1]}}), "weight[0][0]"),
+    (json.dumps({"layers": [{"weight": [[True]], "bias": [0]}], "output": {"weight": [1]}}), "number"),
+    (json.dumps({"layers": [{"weight": [[1]], "bias": [0]}], "output": {"weight": [1]}, "direction": [0]}),
+     "zero vector"),
+    (json.dumps({"layers": [{"weight": [[1]], "bias": [0]}], "output": {"weight": [1, 2]}}), "output.weight"),
+    (json.dumps({"layers": []}), "output"),
+    (json.dumps([1, 2]), "JSON object"),
+])
+def test_cli_bad_input(tmp_path, capsys, text, words):
+    """A malformed network gets one line on stderr naming the problem, and exit code 2."""
+    path = tmp_path / "net.json"
+    path.write_text(text)
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err
+
+
+def test_cli_missing_file_and_light_startup(tmp_path):
+    """A missing file exits 2; the command imports neither torch nor numpy for the exact path."""
+    code = ("import sys, runpy; sys.argv = ['x', sys.argv[1]]\n"
+            "try:\n    runpy.run_module('capacity.pieces', run_name='__main__')\n"
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules, 'numpy' in sys.modules)")
+    missing = subprocess.run([sys.executable, "-c", code, str(tmp_path / "none.json")],
+                             capture_output=True, text=True)
+    assert missing.stdout.split() == ["2", "False", "False"]
+    assert missing.stderr.count("\n") == 1 and "cannot read" in missing.stderr
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(GOOD))
+    ok = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert ok.stdout.split()[-3:] == ["0", "False", "False"]
