@@ -375,7 +375,7 @@ class Trainer:
     def _site_counts(self) -> list:
         """Per-site counts; sites left ungated (``exclude``) count all their ReLUs as kept."""
         if not is_gated(self.model):
-            return relu_counts(self.model, self.example_input)
+            return list(self.site_totals)  # an ungated model keeps every ReLU
         gated = {s.name: s for s in relu_counts(self.model, self.example_input,
                                                 self.config.search.epsilon)}
         known = {s.name for s in self.site_totals}
