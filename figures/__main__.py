@@ -1,0 +1,33 @@
+"""``python -m figures``: redraw every plot from the results files, without retraining."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m figures",
+        description="Draw every figure (PNG and PDF) from the results files written by "
+                    "python -m snl_train.experiments; files that are missing are skipped.")
+    parser.add_argument("--data", default="figures/data", help="directory of <experiment>.json")
+    parser.add_argument("--out", default="figures", help="directory for the PNG and PDF files")
+    parser.add_argument("--formats", default="png,pdf", help="comma-separated file formats")
+    args = parser.parse_args(argv)
+    from pathlib import Path
+
+    if not Path(args.data).is_dir():
+        print(f"error: no results directory {args.data}", file=sys.stderr)
+        return 2
+    from .plots import render_all
+
+    written = render_all(args.data, args.out, tuple(args.formats.split(",")))
+    for path in written:
+        print(path)
+    if not written:
+        print(f"no results files in {args.data}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

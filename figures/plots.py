@@ -1,0 +1,264 @@
+"""The plots, each drawn from one results document of ``snl_train.experiments``.
+
+Every ``plot_*`` function takes the parsed JSON document and returns a matplotlib Figure;
+:func:`render_all` reads ``DATA_DIR/<experiment>.json`` for each experiment present and
+writes ``OUT_DIR/<figure>.png`` and ``.pdf``. Nothing here trains anything.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .stats import mean_ci, summary_table  # noqa: E402
+
+FIGSIZE = (7, 4.5)
+DPI = 120
+COLORS = {"paper": "#d62728", "sharp": "#2ca02c", "digits": "#1f77b4", "random": "#9467bd",
+          "pixel": "#1f77b4", "channel": "#ff7f0e", "l1-prune": "#7f7f7f"}
+MARKERS = {"digits": "o", "random": "s"}
+
+
+def _style() -> None:
+    plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9,
+                         "legend.fontsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8})
+
+
+# ----------------------------------------------------------------------------- retention
+
+def predicted_curves(d1: int, d2: int, budgets) -> dict:
+    """Per prediction, the lists (a1, a2) of the continuous optimum at each budget."""
+    from capacity.optimum import paper_optimum, sharp_optimum
+
+    curves = {"paper": ([], []), "sharp": ([], [])}
+    for b in budgets:
+        for name, opt in (("paper", paper_optimum(d1, d2, b)), ("sharp", sharp_optimum((d1, d2), b))):
+            curves[name][0].append(float(opt.alpha[0]))
+            curves[name][1].append(float(opt.alpha[1]))
+    return curves
+
+
+def plot_retention(doc: dict):
+    """Learned a1 (top) and a2 (bottom) against budget, one column per width (d1, d2), with
+    the paper's and the sharp-bound optimum as curves and the seed spread as error bars."""
+    _style()
+    runs = doc["runs"]
+    widths = sorted({tuple(r["widths"]) for r in runs}, key=lambda w: w[0] / w[1])
+    datasets = sorted({r["dataset"] for r in runs})
+    fig, axes = plt.subplots(2, len(widths), figsize=(max(FIGSIZE[0], 2.3 * len(widths)), 5.2),
+                             sharey=True, squeeze=False)
+    for col, (d1, d2) in enumerate(widths):
+        mine = [r for r in runs if tuple(r["widths"]) == (d1, d2)]
+        top = max(r["budget"] for r in mine)
+        grid = list(range(1, min(d1 + d2, int(top * 1.15) + 2) + 1))
+        curves = predicted_curves(d1, d2, grid)
+        for row in range(2):
+            ax = axes[row][col]
+            for name, style in (("paper", "--"), ("sharp", "-")):
+                ax.plot(grid, curves[name][row], style, color=COLORS[name], lw=1.4,
+                        label=f"{'paper (Thm 2, boxed)' if name == 'paper' else 'sharp bound'} optimum")
+            for k, ds in enumerate(datasets):
+                by_budget = defaultdict(list)
+                for r in mine:
+                    if r["dataset"] == ds:
+                        by_budget[r["budget"]].append(r["learned_alpha"][row])
+                bs = sorted(by_budget)
+                shift = (k - (len(datasets) - 1) / 2) * 0.012 * top
+                means = [sum(by_budget[b]) / len(by_budget[b]) for b in bs]
+                lo = [m - min(by_budget[b]) for m, b in zip(means, bs)]
+                hi = [max(by_budget[b]) - m for m, b in zip(means, bs)]
+                ax.errorbar([b + shift for b in bs], means, yerr=[lo, hi], fmt=MARKERS.get(ds, "o"),
+                            color=COLORS.get(ds, "k"), ms=4, capsize=2, lw=1,
+                            label=f"learned, {ds} (mean, seed min-max)")
+            ax.set_ylim(-0.03, 1.03)
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title(f"d1={d1}, d2={d2} (d1/d2={d1 / d2:g})")
+            else:
+                ax.set_xlabel("ReLU budget B (ReLUs)")
+            if col == 0:
+                ax.set_ylabel(f"retention a{row + 1} (fraction kept)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
+    fig.suptitle("Learned per-layer ReLU retention after SNL vs the two predicted optima")
+    fig.tight_layout(rect=(0, 0.1, 1, 0.97))
+    return fig
+
+
+def plot_error_by_ratio(doc: dict):
+    """Mean absolute error of each prediction by width ratio (95% t-intervals over runs),
+    with the fraction of runs where a1 < a2 on a second axis."""
+    _style()
+    runs = [{**r, "ratio": r["widths"][0] / r["widths"][1]} for r in doc["runs"]]
+    rows = summary_table(runs, ("ratio",))
+    settings = sorted((r for r in rows if r["setting"] != "overall"),
+                      key=lambda r: r["setting"]["ratio"])
+    settings.append(rows[-1])
+    labels = [f"{r['setting']['ratio']:g}" if r["setting"] != "overall" else "all" for r in settings]
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    width = 0.38
+    for k, name in enumerate(("paper", "sharp")):
+        xs = [i + (k - 0.5) * width for i in range(len(settings))]
+        means = [r["error"][name]["mean"] for r in settings]
+        err = [[m - max(r["error"][name]["low"], 0) for m, r in zip(means, settings)],
+               [r["error"][name]["high"] - m for m, r in zip(means, settings)]]
+        ax.bar(xs, means, width, yerr=err, capsize=3, color=COLORS[name],
+               label=f"{'paper (Thm 2, boxed)' if name == 'paper' else 'sharp-bound'} prediction")
+    ax.set_xticks(range(len(settings)), labels)
+    ax.set_xlabel("width ratio d1/d2 (d2 = 16; all budgets and datasets pooled)")
+    ax.set_ylabel("mean |learned - predicted| retention\n(fraction, avg over 2 layers)")
+    ax2 = ax.twinx()
+    ax2.plot(range(len(settings)), [r["a1_lt_a2"] for r in settings], "kD:", ms=5,
+             label="fraction of runs with a1 < a2 (right axis)")
+    ax2.set_ylim(0, 1.05)
+    ax2.set_ylabel("fraction of runs with a1 < a2")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="upper left")
+    ax.set_ylim(0, max(0.05, ax.get_ylim()[1] * 1.25))
+    ax.set_title("Prediction error of learned retention, by width ratio (bars: 95% t-interval)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- capacity
+
+BOUND_STYLES = (("theorem1", "Theorem 1 (all kept; pruned: widths x, y)", "#8c564b", "-"),
+                ("corollary1", "Corollary 1 (linearized)", COLORS["paper"], "--"),
+                ("corollary2", "Corollary 2 (pruned)", "#ff7f0e", "-."),
+                ("sharp", "sharp bound (x+1)(y+1)+1", COLORS["sharp"], "-"))
+
+
+def plot_capacity(doc: dict):
+    """Largest N of collinear alternating points: bounds, exact witnesses, trained fits."""
+    _style()
+    runs = doc["runs"]
+    kinds = [k for k in ("linearized", "pruned") if any(r["kind"] == k for r in runs)]
+    fig, axes = plt.subplots(1, len(kinds), figsize=FIGSIZE, sharey=True, squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        mine = sorted((r for r in runs if r["kind"] == kind), key=lambda r: (r["sharp"], r["x"]))
+        xs = range(len(mine))
+        for key, label, color, style in BOUND_STYLES:
+            ax.plot(xs, [r[key] for r in mine], style, color=color, lw=1.3, label=label)
+        ax.plot(xs, [r["witness"] for r in mine], "k^", ms=6, label="witness network (exact fit)")
+        ax.plot(xs, [r["trained"] for r in mine], "o", color=COLORS["digits"], ms=5,
+                label=f"gradient training (best of {mine[0]['restarts']} restarts)")
+        ax.set_xticks(list(xs), [f"{r['x']},{r['y']}" for r in mine], rotation=90)
+        d1, d2 = mine[0]["widths"]
+        title = (f"linearized: widths ({d1}, {d2}), x, y ReLUs kept" if kind == "linearized"
+                 else "pruned to widths (x, y), all ReLU")
+        ax.set_title(title)
+        ax.set_xlabel("kept ReLUs x, y (layer 1, layer 2)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("largest N of alternating collinear points (points)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    return fig
+
+
+# ----------------------------------------------------------------------------- distribution
+
+def plot_distribution(doc: dict):
+    """ReLUs per layer before and after SNL (the paper's Figure 4), one panel per budget."""
+    _style()
+    runs = sorted(doc["runs"], key=lambda r: r["budget"])
+    budgets = sorted({r["budget"] for r in runs})
+    fig, axes = plt.subplots(1, len(budgets), figsize=(max(FIGSIZE[0], 2.4 * len(budgets)), 4.5),
+                             sharey=True, squeeze=False)
+    for ax, b in zip(axes[0], budgets):
+        mine = [r for r in runs if r["budget"] == b]
+        layers = [s["name"] for s in mine[0]["per_layer"]]
+        total = [s["total"] for s in mine[0]["per_layer"]]
+        kept = [sum(r["per_layer"][i]["kept"] for r in mine) / len(mine) for i in range(len(layers))]
+        xs = range(1, len(layers) + 1)
+        ax.bar([x - 0.2 for x in xs], total, 0.4, color="#1f77b4", label="before SNL")
+        ax.bar([x + 0.2 for x in xs], kept, 0.4, color="#ff7f0e", label="after SNL")
+        for x, t, k in zip(xs, total, kept):
+            ax.text(x + 0.2, max(k, 1) * 1.15, f"{100 * k / t:.0f}%", ha="center", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_xticks(list(xs))
+        ax.set_xlabel("ReLU layer (input side first)")
+        ax.set_title(f"budget {b:,} ReLUs (kept {sum(kept):,.0f})")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("ReLUs per layer (count, log scale)")
+    axes[0][0].legend(loc="upper right")
+    model = runs[0].get("model", "")
+    fig.suptitle(f"Per-layer ReLU counts before and after pixel-wise SNL ({model}, "
+                 f"{runs[0].get('dataset', '')}); % = fraction kept")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- pareto
+
+PARETO_LABELS = {"pixel": "SNL, pixel-wise", "channel": "SNL, channel-wise",
+                 "l1-prune": "l1 structured pruning (channels / neurons)"}
+
+
+def plot_pareto(doc: dict):
+    """Test accuracy against the ReLU count each method reached (seed mean and range)."""
+    _style()
+    runs = doc["runs"]
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for method in ("pixel", "channel", "l1-prune"):
+        by_budget = defaultdict(list)
+        for r in runs:
+            if r["method"] == method:
+                by_budget[r["budget"]].append(r)
+        if not by_budget:
+            continue
+        pts = []
+        for b, rs in sorted(by_budget.items()):
+            acc = [100 * r["test_accuracy"] for r in rs]
+            pts.append((sum(r["relu_count"] for r in rs) / len(rs), sum(acc) / len(acc),
+                        min(acc), max(acc)))
+        xs, ys, lo, hi = zip(*pts)
+        ax.errorbar(xs, ys, yerr=[[y - a for y, a in zip(ys, lo)], [b - y for y, b in zip(ys, hi)]],
+                    fmt="o-", color=COLORS[method], capsize=2, label=PARETO_LABELS[method])
+    teacher = [100 * r["teacher_test_accuracy"] for r in runs]
+    total = runs[0]["relu_total"]
+    ax.axhline(sum(teacher) / len(teacher), color="k", ls=":", lw=1,
+               label=f"pretrained, all {total:,} ReLUs")
+    ax.set_xscale("log")
+    ax.set_xlabel("ReLUs kept per image (count, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Accuracy vs ReLU count, {runs[0].get('model', '')} on {runs[0].get('dataset', '')}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- all
+
+FIGURES = (("retention", "retention", plot_retention),
+           ("retention", "retention_error", plot_error_by_ratio),
+           ("capacity", "capacity", plot_capacity),
+           ("distribution", "distribution", plot_distribution),
+           ("pareto", "pareto", plot_pareto))
+
+
+def render_all(data_dir="figures/data", out_dir="figures", formats=("png", "pdf")) -> list[Path]:
+    """Draw every figure whose results file exists in ``data_dir``; return the files written."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for experiment, name, plot in FIGURES:
+        source = data_dir / f"{experiment}.json"
+        if not source.is_file():
+            continue
+        fig = plot(json.loads(source.read_text()))
+        for fmt in formats:
+            path = out_dir / f"{name}.{fmt}"
+            fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else None)
+            written.append(path)
+        plt.close(fig)
+    return written

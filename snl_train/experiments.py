@@ -1,0 +1,548 @@
+"""Experiments that test the capacity theory on trained networks; results for ``figures``.
+
+Four experiments, each a sweep of independent runs executed in parallel worker processes
+(one torch thread each) and written to one JSON file (plus a CSV for the retention runs):
+
+- ``retention``: two-hidden-layer contractive MLPs (d1 = ratio * d2) on digits and on a
+  random-label memorization set, pretrained, then SNL (Algorithm 1) at budgets on both
+  sides of the region where Theorem 2's closed form is feasible. Per run: learned a1, a2,
+  accuracy, the paper's optimum and the sharp-bound optimum; then the error of each
+  prediction per setting and overall (``figures.stats``).
+- ``capacity``: for small widths (d1, d2) and kept counts (x, y), the largest number N of
+  collinear alternating-label points that (a) each bound allows, (b) a witness network of
+  ``capacity.witnesses`` fits exactly, (c) gradient training fits (several restarts, the
+  fit checked on the exact labels), for linearized and for pruned networks.
+- ``distribution``: ReLUs per layer before and after SNL at several budgets (the paper's
+  Figure 4); a small ConvNet on digits by default, ResNet-18 on CIFAR-100 with
+  ``--model resnet18 --dataset cifar100 --data-dir DIR``.
+- ``pareto``: accuracy against ReLU count on digits for pixel-wise SNL, channel-wise SNL
+  and l1-magnitude structured pruning (whole channels / neurons) at the same budgets.
+
+Command line::
+
+    python -m snl_train.experiments retention [--quick] [--seeds N] [--jobs N] \\
+        --out figures/data/retention.json
+
+Every run builds its own model, data and trainer from a plain dict ("spec"), so a sweep
+is a list of specs mapped over a process pool; results keep the spec's fields.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+EXPERIMENTS = ("retention", "capacity", "distribution", "pareto")
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+def retention_specs(quick: bool = False, seeds: int | None = None) -> list[dict]:
+    """The retention sweep: datasets x width ratios x budgets x seeds.
+
+    Default: d2 = 16, d1 in {16, 32, 64, 128} (ratios 1, 2, 4, 8), budgets 8, 24, 40 (the
+    closed form is infeasible at 8 < d2, and at 24, 40 for ratio 1; feasible otherwise),
+    digits and a 256-point random-label set, 3 seeds. Quick: one tiny setting, 2 seeds.
+    """
+    if quick:
+        grid = [("random", (8, 4), 6), ("random", (16, 4), 6)]
+        seeds = 2 if seeds is None else seeds
+        epochs = {"pretrain": 3, "search": 25, "finetune": 1}
+    else:
+        grid = [(ds, (r * 16, 16), b) for ds in ("digits", "random") for r in (1, 2, 4, 8)
+                for b in (8, 24, 40)]
+        seeds = 3 if seeds is None else seeds
+        epochs = {"pretrain": 30, "search": 300, "finetune": 20}
+    return [{"experiment": "retention", "model": "mlp", "dataset": ds, "widths": list(w),
+             "budget": b, "seed": s, "epochs": epochs, "lam": 1e-4,
+             "random_n": 64 if quick else 256}
+            for ds, w, b in grid for s in range(seeds)]
+
+
+def capacity_specs(quick: bool = False, seeds: int | None = None) -> list[dict]:
+    """Capacity sweep: widths (d1, d2), every kept (x, y) with 1 <= x <= d1, 1 <= y <= d2,
+    linearized and pruned. ``seeds`` is the number of training restarts per N."""
+    d1, d2 = (2, 1) if quick else (4, 3)
+    restarts = seeds if seeds is not None else (4 if quick else 16)
+    steps = 400 if quick else 3000
+    return [{"experiment": "capacity", "widths": [d1, d2], "x": x, "y": y, "kind": kind,
+             "restarts": restarts, "steps": steps}
+            for x in range(1, d1 + 1) for y in range(1, d2 + 1) for kind in ("linearized", "pruned")]
+
+
+def distribution_specs(quick: bool = False, seeds: int | None = None, model: str = "convnet",
+                       dataset: str = "digits", data_dir: str | None = None,
+                       budgets: Sequence[int] | None = None) -> list[dict]:
+    """SNL (pixel-wise) at several budgets; per-layer counts before and after."""
+    if budgets is None:
+        budgets = {"convnet": (30,) if quick else (100, 300),
+                   "resnet18": (20000, 50000, 100000, 200000, 300000)}.get(model, (100,))
+    width = [4] if quick else [8]
+    epochs = ({"pretrain": 2, "search": 15, "finetune": 1} if quick
+              else {"pretrain": 30, "search": 300, "finetune": 20})
+    if model != "convnet" or dataset != "digits":
+        epochs = None  # the paper's schedule (RunConfig defaults)
+    return [{"experiment": "distribution", "model": model, "dataset": dataset,
+             "data_dir": data_dir, "widths": width, "budget": b, "seed": s, "epochs": epochs,
+             "lam": 1e-4, "method": "pixel"}
+            for b in budgets for s in range(1 if seeds is None else seeds)]
+
+
+def pareto_specs(quick: bool = False, seeds: int | None = None) -> list[dict]:
+    """Pixel-wise SNL, channel-wise SNL and l1 structured pruning on a digits ConvNet."""
+    budgets = (60,) if quick else (96, 192, 384)
+    width = [4] if quick else [8]
+    epochs = ({"pretrain": 2, "search": 15, "finetune": 1} if quick
+              else {"pretrain": 30, "search": 300, "finetune": 20})
+    return [{"experiment": "pareto", "model": "convnet", "dataset": "digits", "data_dir": None,
+             "widths": width, "budget": b, "seed": s, "epochs": epochs, "lam": 1e-4,
+             "method": m}
+            for m in ("pixel", "channel", "l1-prune") for b in budgets
+            for s in range(1 if seeds is None else seeds)]
+
+
+# ----------------------------------------------------------------------------- one run
+
+def _run_config(spec: dict):
+    from .config import RunConfig, digits_defaults
+
+    cfg = RunConfig(model=spec["model"], widths=tuple(spec["widths"]), dataset=spec["dataset"],
+                    data_dir=spec.get("data_dir"), budget=spec["budget"], seed=spec["seed"],
+                    threads=1)
+    epochs = spec.get("epochs")
+    if epochs is not None:
+        digits_defaults(cfg)
+        cfg.pretrain.epochs = epochs["pretrain"]
+        cfg.pretrain.milestones = tuple(m for m in (2 * epochs["pretrain"] // 3,
+                                                     5 * epochs["pretrain"] // 6) if m > 0)
+        cfg.search.max_epochs, cfg.finetune.epochs = epochs["search"], epochs["finetune"]
+    cfg.search.lam = spec.get("lam", cfg.search.lam)
+    cfg.search.granularity = "channel" if spec.get("method") == "channel" else "pixel"
+    return cfg
+
+
+def _data(spec: dict):
+    from .data import load_dataset
+
+    if spec["dataset"] == "random":
+        return load_dataset("random", seed=spec["seed"], n=spec.get("random_n", 256), dim=16)
+    return load_dataset(spec["dataset"], spec.get("data_dir"), seed=spec["seed"])
+
+
+def _trainer(spec: dict, cfg=None):
+    from .models import build_model
+    from .trainer import Trainer
+
+    cfg = cfg or _run_config(spec)
+    data = _data(spec)
+    factory = lambda: build_model(spec["model"], data.num_classes, data.in_shape,  # noqa: E731
+                                  spec["widths"])
+    return Trainer(cfg, factory, data)
+
+
+def run_retention(spec: dict) -> dict:
+    """One SNL run of a two-hidden-layer MLP; learned and predicted retention."""
+    from capacity.optimum import closed_form_feasible
+
+    start = time.perf_counter()
+    result = _trainer(spec).run()
+    d1, d2 = spec["widths"]
+    predicted = {name: result["predicted"][name]["alpha_float"] for name in ("paper", "sharp")}
+    return {**_spec_fields(spec), "learned_alpha": result["learned_alpha"],
+            "learned_retained": result["learned_retained"], "predicted": predicted,
+            "predicted_retained": {n: result["predicted"][n]["retained_float"]
+                                   for n in ("paper", "sharp")},
+            "closed_form_feasible": closed_form_feasible(d1, d2, spec["budget"]),
+            "relu_count": result["relu_count"], "test_accuracy": result["test_accuracy"],
+            "teacher_test_accuracy": result["teacher_test_accuracy"],
+            "budget_reached_by_search": result["budget_reached_by_search"],
+            "seconds": time.perf_counter() - start}
+
+
+def run_snl(spec: dict) -> dict:
+    """One SNL run (pixel- or channel-wise): per-layer counts, accuracy."""
+    start = time.perf_counter()
+    result = _trainer(spec).run()
+    return {**_spec_fields(spec), "per_layer": result["per_layer"],
+            "relu_count": result["relu_count"], "relu_total": result["relu_total"],
+            "test_accuracy": result["test_accuracy"],
+            "teacher_test_accuracy": result["teacher_test_accuracy"],
+            "seconds": time.perf_counter() - start}
+
+
+def run_pareto(spec: dict) -> dict:
+    """One point of the Pareto plot: SNL (pixel / channel) or l1 structured pruning."""
+    if spec["method"] in ("pixel", "channel"):
+        return run_snl(spec)
+    return run_l1_prune(spec)
+
+
+def run_l1_prune(spec: dict) -> dict:
+    """Pretrain (as SNL does), remove whole channels / neurons of smallest l1 filter norm
+    until the ReLU count fits the budget, then finetune with KD from the pretrained net."""
+    import torch
+
+    from .accounting import relu_counts
+    from .gates import add_gates, freeze_gates, gate_sites
+    from .trainer import evaluate
+
+    start = time.perf_counter()
+    cfg = _run_config(spec)
+    cfg.search.max_epochs, finetune_epochs, cfg.finetune.epochs = 0, cfg.finetune.epochs, 0
+    trainer = _trainer(spec, cfg)
+    trainer.config.budget = None
+    trainer.config.budget_fraction = 1.0
+    trainer.run()
+    teacher, example = trainer.teacher, trainer.example_input
+    model = trainer.model_factory()
+    model.load_state_dict(teacher.state_dict())
+    producers = _producing_layers(model, example)
+    add_gates(model, granularity="channel", variant="zero", example_input=example)
+    totals = {s.name: s.total for s in relu_counts(model, example)}
+    scores = []
+    for name, gate in gate_sites(model):
+        weight = producers[name].weight.detach()
+        norms = weight.abs().flatten(1).sum(1)
+        norms = norms / norms.mean().clamp_min(1e-12)  # comparable across layers
+        per_channel = totals[name] // gate.c.numel()
+        scores += [(float(v), name, k, per_channel) for k, v in enumerate(norms)]
+    keep = _l1_keep(scores, spec["budget"])
+    with torch.no_grad():
+        for name, gate in gate_sites(model):
+            mask = torch.tensor([keep[(name, k)] for k in range(gate.c.numel())], dtype=gate.c.dtype)
+            gate.c.copy_(mask.view_as(gate.c))
+    freeze_gates(model)
+    _finetune(model, teacher, trainer.data, cfg, finetune_epochs)
+    counts = relu_counts(model, example)
+    return {**_spec_fields(spec),
+            "per_layer": [{"name": s.name, "total": s.total, "kept": s.kept} for s in counts],
+            "relu_count": sum(s.kept for s in counts), "relu_total": sum(s.total for s in counts),
+            "test_accuracy": evaluate(model, trainer.data.test, trainer.device),
+            "teacher_test_accuracy": evaluate(teacher, trainer.data.test, trainer.device),
+            "seconds": time.perf_counter() - start}
+
+
+def _l1_keep(scores: list, budget: int) -> dict:
+    """Drop channels from the smallest score up until the kept ReLUs fit ``budget``;
+    every layer keeps at least its best channel (else the network's output is constant)."""
+    keep = {(name, k): True for _, name, k, _ in scores}
+    used = sum(cost for *_, cost in scores)
+    left = {}
+    for _, name, _, _ in scores:
+        left[name] = left.get(name, 0) + 1
+    for score, name, k, cost in sorted(scores):
+        if used <= budget:
+            break
+        if left[name] > 1:
+            keep[(name, k)], used, left[name] = False, used - cost, left[name] - 1
+    return keep
+
+
+def _producing_layers(model, example_input) -> dict:
+    """Gate-site name -> the last Conv / Linear module run before that ReLU site."""
+    import torch
+    from torch import nn
+
+    from .gates import add_gates, gate_sites, remove_gates
+
+    probe = add_gates(model, example_input=example_input)
+    last, found, hooks = [None], {}, []
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            hooks.append(module.register_forward_hook(lambda m, i, o: last.__setitem__(0, m)))
+    for name, gate in gate_sites(probe):
+        hooks.append(gate.register_forward_pre_hook(
+            lambda m, i, name=name: found.__setitem__(name, last[0])))
+    with torch.no_grad():
+        model.eval()(example_input)
+    for h in hooks:
+        h.remove()
+    remove_gates(model)
+    return found
+
+
+def _finetune(model, teacher, data, cfg, epochs: int) -> None:
+    import torch
+
+    from .gates import weight_parameters
+    from .trainer import batches, kd_loss
+
+    f = cfg.finetune
+    opt = torch.optim.SGD(weight_parameters(model), lr=f.lr, momentum=f.momentum,
+                          weight_decay=f.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(epochs):
+        model.train()
+        for x, y in batches(data.train, f.batch_size, True, gen):
+            with torch.no_grad():
+                t = teacher(x)
+            loss = kd_loss(model(x), t, y, f.temperature, f.kd_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+def run_capacity(spec: dict) -> dict:
+    """Bounds, witness and trained fits of N collinear alternating points for one (x, y)."""
+    from capacity import bounds
+    from capacity.witnesses import alternating_fit, best_known
+
+    start = time.perf_counter()
+    (d1, d2), x, y, kind = spec["widths"], spec["x"], spec["y"], spec["kind"]
+    linear = kind == "linearized"
+    record = {**_spec_fields(spec),
+              "theorem1": int(bounds.theorem1(d1, d2) if linear else bounds.theorem1(x, y)),
+              "corollary1": _as_float(bounds.corollary1_counts(x, y, d1, d2)),
+              "corollary2": _as_float(bounds.corollary2_counts(x, y, d1, d2)),
+              "sharp": int(bounds.sharp_capacity([x, y]))}
+    if linear and d1 > x and d2 > y:
+        net, points = alternating_fit([x, y], [d1, d2])
+        if not all(net(p) == label for p, label in points):
+            raise AssertionError(f"witness for {spec} does not fit its points")
+        record["witness"] = len(points)
+    else:  # every piece of the witness alternates in sign: capacity = pieces + 1
+        record["witness"] = best_known(d1, d2, x, y) + 1 if linear else best_known(x, y, x, y) + 1
+    record["trained"] = trained_capacity(d1 if linear else x, d2 if linear else y, x, y,
+                                         spec["restarts"], spec["steps"],
+                                         limit=record["witness"])
+    record["seconds"] = time.perf_counter() - start
+    return record
+
+
+def _as_float(v):
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def trained_capacity(d1: int, d2: int, x: int, y: int, restarts: int, steps: int,
+                     limit: int) -> int:
+    """Largest N (scanning N = 2, 3, ... up to ``limit``) for which gradient training of a
+    1-input MLP with widths (d1, d2), the first x / y neurons of each layer ReLU and the rest
+    linear, fits the N alternating points exactly (sign of the output = label) in at least
+    one of ``restarts`` attempts."""
+    best = 1
+    for n in range(2, limit + 1):
+        if not fits_alternating(d1, d2, x, y, n, restarts, steps):
+            break
+        best = n
+    return best
+
+
+def fits_alternating(d1: int, d2: int, x: int, y: int, n: int, restarts: int, steps: int,
+                     seed: int = 0) -> bool:
+    """Train ``restarts`` independent networks at once (full-batch Adam, squared hinge) on
+    t_i evenly spaced in [-1, 1] with labels (-1)^i; True when one fits every label."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed * 7919 + 31 * n + d1 * 1009 + d2)
+    r = restarts
+    t = torch.linspace(-1, 1, n).view(1, n, 1)
+    labels = torch.tensor([(-1.0) ** i for i in range(n)]).view(1, n)
+
+    def uniform(*shape, fan_in):  # nn.Linear's default initialisation
+        return ((torch.rand(*shape, generator=g) * 2 - 1) / math.sqrt(fan_in)).requires_grad_()
+
+    w1 = uniform(r, 1, d1, fan_in=1)
+    b1 = (-w1.detach() * (torch.rand(r, 1, d1, generator=g) * 2 - 1)).requires_grad_()  # kinks in [-1, 1]
+    w2, b2 = uniform(r, d1, d2, fan_in=d1), uniform(r, 1, d2, fan_in=d1)
+    w3, b3 = uniform(r, d2, 1, fan_in=d2), uniform(r, 1, 1, fan_in=d2)
+    m1 = (torch.arange(d1) < x).float()
+    m2 = (torch.arange(d2) < y).float()
+    opt = torch.optim.Adam([w1, b1, w2, b2, w3, b3], lr=1e-2)
+
+    def forward():
+        z1 = t * w1 + b1                                    # (r, n, d1)
+        h1 = z1 - m1 * torch.clamp(z1, max=0)               # ReLU where m1 = 1, identity elsewhere
+        z2 = torch.bmm(h1, w2) + b2
+        h2 = z2 - m2 * torch.clamp(z2, max=0)
+        return (torch.bmm(h2, w3) + b3).squeeze(2)          # (r, n)
+
+    for step in range(steps + 1):
+        f = forward()
+        if step % 25 == 0 and bool(((f * labels) > 0).all(dim=1).any()):
+            return True
+        if step == steps:
+            return False
+        loss = torch.relu(1 - labels * f).pow(2).mean(dim=1).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return False
+
+
+def _spec_fields(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k not in ("experiment", "epochs", "data_dir")}
+
+
+RUNNERS: dict[str, Callable[[dict], dict]] = {
+    "retention": run_retention, "capacity": run_capacity,
+    "distribution": run_snl, "pareto": run_pareto,
+}
+
+
+def _worker(spec: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    return RUNNERS[spec["experiment"]](spec)
+
+
+def run_all(specs: Sequence[dict], jobs: int = 1, progress: bool = False,
+            partial: str | os.PathLike | None = None) -> list[dict]:
+    """Run every spec (in ``jobs`` processes when > 1); results in the order of ``specs``.
+
+    With ``progress``, one line per finished run goes to stderr; with ``partial``, each
+    finished run is appended to that JSON-lines file at once (a long sweep that is stopped
+    keeps what it finished).
+    """
+    def report(k: int, result: dict) -> None:
+        if partial is not None:
+            with open(partial, "a") as f:
+                f.write(json.dumps(result) + "\n")
+        if progress:
+            print(f"[{k}/{len(specs)}] {_describe(result)} ({result['seconds']:.0f} s)",
+                  file=sys.stderr, flush=True)
+
+    if jobs <= 1 or len(specs) <= 1:
+        results = []
+        for spec in specs:
+            results.append(_worker(spec))
+            report(len(results), results[-1])
+        return results
+    import multiprocessing
+    from concurrent.futures import as_completed
+
+    # biggest runs first keeps both workers busy to the end; results are put back in order
+    order = sorted(range(len(specs)), key=lambda i: -_cost(specs[i]))
+    done = {}
+    # fork: workers inherit the imported modules (importing torch costs seconds per process);
+    # safe as DataLoader workers are, since each worker runs torch with one thread
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {pool.submit(_worker, specs[i]): i for i in order}
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+            report(len(done), done[futures[future]])
+    return [done[i] for i in range(len(specs))]
+
+
+def _describe(result: dict) -> str:
+    keys = ("dataset", "method", "kind", "widths", "budget", "x", "y", "seed")
+    return " ".join(f"{k}={result[k]}" for k in keys if k in result)
+
+
+def _cost(spec: dict) -> float:
+    if spec["experiment"] == "capacity":
+        return spec["x"] * spec["y"]
+    return sum(spec.get("widths", [1])) * (2 if spec.get("dataset") == "digits" else 1)
+
+
+# ----------------------------------------------------------------------------- files
+
+def experiment(name: str, quick: bool = False, seeds: int | None = None, jobs: int = 1,
+               progress: bool = False, partial=None, **options) -> dict:
+    """Run experiment ``name`` and return the results document written by :func:`save`."""
+    specs = {"retention": retention_specs, "capacity": capacity_specs,
+             "distribution": distribution_specs, "pareto": pareto_specs}[name](
+        quick, seeds, **options)
+    start = time.perf_counter()
+    runs = run_all(specs, jobs, progress, partial)
+    return document(name, runs, quick=quick, jobs=jobs, wall_seconds=time.perf_counter() - start)
+
+
+def document(name: str, runs: list[dict], **facts) -> dict:
+    """The results document of experiment ``name``: its runs, ``facts`` and, for retention,
+    the error summary per setting and per width ratio (``figures.stats``)."""
+    doc = {"experiment": name, **facts, "runs": runs}
+    if name == "retention":
+        from figures.stats import summary_table
+
+        doc["summary"] = summary_table(runs, ("dataset", "widths", "budget"))
+        doc["summary_by_ratio"] = summary_table(
+            [{**r, "ratio": r["widths"][0] // r["widths"][1]} for r in runs], ("ratio",))
+    return doc
+
+
+def save(doc: dict, out: str | os.PathLike) -> Path:
+    """Write ``doc`` as JSON to ``out`` (and, for retention, a flat CSV beside it)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    if doc["experiment"] == "retention":
+        with open(out.with_suffix(".csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["dataset", "d1", "d2", "budget", "seed", "a1", "a2", "paper_a1",
+                        "paper_a2", "sharp_a1", "sharp_a2", "closed_form_feasible",
+                        "test_accuracy", "teacher_test_accuracy"])
+            for r in doc["runs"]:
+                w.writerow([r["dataset"], *r["widths"], r["budget"], r["seed"],
+                            *r["learned_alpha"], *r["predicted"]["paper"],
+                            *r["predicted"]["sharp"], r["closed_form_feasible"],
+                            r["test_accuracy"], r["teacher_test_accuracy"]])
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m snl_train.experiments",
+        description="Run an experiment comparing SNL-trained networks with the capacity "
+                    "theory and write its results file (read by python -m figures).")
+    parser.add_argument("experiment", choices=EXPERIMENTS)
+    parser.add_argument("--out", required=True, help="results JSON file to write")
+    parser.add_argument("--quick", action="store_true", help="tiny settings (about a minute)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per setting (capacity: training restarts per N)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="parallel worker processes (default: 2 or the CPU count)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="do not print one line per finished run on stderr")
+    parser.add_argument("--model", default="convnet", help="distribution: model name")
+    parser.add_argument("--dataset", default="digits", help="distribution: dataset name")
+    parser.add_argument("--data-dir", default=None, help="distribution: CIFAR directory")
+    parser.add_argument("--budgets", default=None,
+                        help="distribution: comma-separated ReLU budgets")
+    args = parser.parse_args(argv)
+    if (args.seeds is not None and args.seeds < 1) or args.jobs < 1:
+        print("error: --seeds and --jobs must be >= 1", file=sys.stderr)
+        return 2
+    options = {}
+    if args.experiment == "distribution":
+        try:
+            budgets = (tuple(int(b) for b in args.budgets.split(",")) if args.budgets else None)
+        except ValueError:
+            print(f"error: --budgets must be comma-separated integers, got {args.budgets!r}",
+                  file=sys.stderr)
+            return 2
+        options = {"model": args.model, "dataset": args.dataset, "data_dir": args.data_dir,
+                   "budgets": budgets}
+    from .data import DataError
+
+    try:
+        partial = Path(args.out).with_suffix(".partial.jsonl")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text("")
+        doc = experiment(args.experiment, args.quick, args.seeds, args.jobs, not args.no_progress,
+                         partial, **options)
+        partial.unlink()
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    path = save(doc, args.out)
+    print(f"{args.experiment}: {len(doc['runs'])} runs in {doc['wall_seconds']:.0f} s -> {path}")
+    if "summary" in doc:
+        overall = doc["summary"][-1]
+        for name in ("paper", "sharp"):
+            e = overall["error"][name]
+            print(f"  {name:5s} prediction: mean |error| {e['mean']:.3f} "
+                  f"(95% CI {e['low']:.3f} .. {e['high']:.3f})")
+        print(f"  closer: {overall['closer']}; a1 < a2 in {overall['a1_lt_a2']:.0%} of runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""snl_train.experiments: the quick sweeps end to end, the pieces checked by hand."""
+import csv
+import json
+from fractions import Fraction
+
+import pytest
+
+from capacity.optimum import paper_optimum, sharp_optimum
+from snl_train import experiments as ex
+
+
+def test_retention_quick_end_to_end(tmp_path):
+    doc = ex.experiment("retention", quick=True, seeds=1)
+    runs = doc["runs"]
+    assert len(runs) == 2 and {tuple(r["widths"]) for r in runs} == {(8, 4), (16, 4)}
+    for r in runs:
+        d1, d2 = r["widths"]
+        x, y = r["learned_retained"]
+        assert x + y <= r["budget"] == 6
+        assert r["learned_alpha"] == [x / d1, y / d2]
+        paper, sharp = paper_optimum(d1, d2, 6), sharp_optimum((d1, d2), 6)
+        assert r["predicted"]["paper"] == pytest.approx([float(a) for a in paper.alpha])
+        assert r["predicted"]["sharp"] == pytest.approx([float(a) for a in sharp.alpha])
+        assert 0 <= r["test_accuracy"] <= 1
+    overall = doc["summary"][-1]
+    assert overall["setting"] == "overall" and overall["n"] == 2
+    path = ex.save(doc, tmp_path / "retention.json")
+    assert json.loads(path.read_text())["runs"] == runs
+    rows = list(csv.DictReader(open(tmp_path / "retention.csv")))
+    assert len(rows) == 2 and float(rows[0]["a1"]) == runs[0]["learned_alpha"][0]
+
+
+def test_capacity_record_bounds_by_hand():
+    spec = {"experiment": "capacity", "widths": [2, 1], "x": 1, "y": 1, "kind": "linearized",
+            "restarts": 2, "steps": 200}
+    r = ex.run_capacity(spec)
+    # Thm 1: 2*2*1 + 1 + 2; Cor 1: a1 (1 + a2) d1 d2 + a2 d2 + 2; Cor 2: 2 x y + y + 2 (x = y = 1)
+    assert (r["theorem1"], r["corollary1"], r["corollary2"], r["sharp"]) == (7, 5, 5, 5)
+    assert 2 <= r["trained"] <= r["witness"] <= r["sharp"]
+    pruned = ex.run_capacity({**spec, "kind": "pruned"})
+    assert pruned["theorem1"] == 5  # Theorem 1 on widths (1, 1)
+    assert pruned["witness"] == 4   # an all-ReLU width-1 layer 1 reaches only y + 2 pieces
+
+
+def test_capacity_corollary2_is_exact_fraction_value():
+    from capacity.bounds import corollary2_counts
+    assert corollary2_counts(1, 1, 2, 1) == Fraction(5)
+
+
+def test_fits_alternating_respects_the_bound_and_fits_easy_sets():
+    # a linear network (no ReLU kept) cannot separate 3 alternating points
+    assert not ex.fits_alternating(2, 2, 0, 0, 3, restarts=4, steps=100)
+    assert ex.fits_alternating(3, 2, 3, 2, 3, restarts=8, steps=1500)
+    assert ex.trained_capacity(2, 2, 0, 0, restarts=2, steps=100, limit=6) == 2
+
+
+def test_l1_keep_drops_smallest_until_budget_and_keeps_one_per_layer():
+    scores = [(0.1, "a", 0, 10), (2.0, "a", 1, 10), (0.5, "b", 0, 3), (0.2, "b", 1, 3),
+              (3.0, "b", 2, 3)]
+    keep = ex._l1_keep(scores, budget=17)   # total 29: drop a0 (19), b1 (16)
+    assert [k for k, v in keep.items() if not v] == [("a", 0), ("b", 1)]
+    keep = ex._l1_keep(scores, budget=0)    # infeasible: one channel per layer survives
+    assert {k for k, v in keep.items() if v} == {("a", 1), ("b", 2)}
+
+
+def test_l1_prune_run_meets_budget_with_whole_channels():
+    spec = ex.pareto_specs(quick=True, seeds=1)[-1]
+    assert spec["method"] == "l1-prune"
+    r = ex.run_pareto({**spec, "budget": 150})
+    assert r["relu_count"] <= 150
+    sizes = {"features.2": 64, "features.5": 16, "classifier.1": 1}  # ReLUs per channel
+    for layer in r["per_layer"]:
+        assert layer["kept"] % sizes[layer["name"]] == 0 and layer["kept"] > 0
+
+
+def test_cli_bad_input_exit_code_2(tmp_path, capsys):
+    assert ex.main(["retention", "--seeds", "0", "--out", str(tmp_path / "r.json")]) == 2
+    assert "must be >= 1" in capsys.readouterr().err
+    assert ex.main(["distribution", "--budgets", "1,x", "--out", str(tmp_path / "d.json")]) == 2
+
+
+def test_cli_capacity_quick_in_two_processes(tmp_path):
+    out = tmp_path / "capacity.json"
+    assert ex.main(["capacity", "--quick", "--seeds", "2", "--jobs", "2", "--no-progress",
+                    "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["experiment"] == "capacity" and len(doc["runs"]) == 4
+    assert [(r["x"], r["kind"]) for r in doc["runs"]] == [
+        (1, "linearized"), (1, "pruned"), (2, "linearized"), (2, "pruned")]
