@@ -44,12 +44,18 @@ EXPERIMENTS = ("retention", "capacity", "distribution", "pareto")
 
 # ----------------------------------------------------------------------------- sweeps
 
+DEFAULT_BUDGETS = (8, 16, 24, 40, 56)
+
+
 def retention_specs(quick: bool = False, seeds: int | None = None) -> list[dict]:
     """The retention sweep: datasets x width ratios x budgets x seeds.
 
-    Default: d2 = 16, d1 in {16, 32, 64, 128} (ratios 1, 2, 4, 8), budgets 8, 24, 40 (the
-    closed form is infeasible at 8 < d2, and at 24, 40 for ratio 1; feasible otherwise),
-    digits and a 256-point random-label set, 3 seeds. Quick: one tiny setting, 2 seeds.
+    Default: d2 = 16, d1 in {16, 32, 64, 128} (ratios 1, 2, 4, 8), the budgets of
+    ``DEFAULT_BUDGETS`` below d1 + d2, digits and a 256-point random-label set, 3 seeds.
+    The paper's closed form is feasible for d2 - 1 <= B <= min(3 d2 - 1, 2 d1 - d2 + 1):
+    at B = 16 for every ratio, at 24 and 40 for ratios >= 2; it is infeasible at B = 8
+    (a2 clamps to 0), at 24 for ratio 1 and at 56 (a2 clamps to 1). Quick: one tiny
+    setting, 2 seeds.
     """
     if quick:
         grid = [("random", (8, 4), 6), ("random", (16, 4), 6)]
@@ -57,7 +63,7 @@ def retention_specs(quick: bool = False, seeds: int | None = None) -> list[dict]
         epochs = {"pretrain": 3, "search": 25, "finetune": 1}
     else:
         grid = [(ds, (r * 16, 16), b) for ds in ("digits", "random") for r in (1, 2, 4, 8)
-                for b in (8, 24, 40)]
+                for b in DEFAULT_BUDGETS if b < (r + 1) * 16]
         seeds = 3 if seeds is None else seeds
         epochs = {"pretrain": 30, "search": 300, "finetune": 20}
     return [{"experiment": "retention", "model": "mlp", "dataset": ds, "widths": list(w),

@@ -87,3 +87,19 @@ def test_cli_capacity_quick_in_two_processes(tmp_path):
     assert doc["experiment"] == "capacity" and len(doc["runs"]) == 4
     assert [(r["x"], r["kind"]) for r in doc["runs"]] == [
         (1, "linearized"), (1, "pruned"), (2, "linearized"), (2, "pruned")]
+
+
+def test_default_sweeps_are_valid_and_span_both_regions():
+    """Every default run has a budget the model can meet, and the retention sweep has
+    budgets where the paper's closed form is feasible and where it is not, per dataset."""
+    from capacity.optimum import closed_form_feasible
+
+    specs = ex.retention_specs()
+    assert all(0 <= s["budget"] < sum(s["widths"]) for s in specs)
+    for ds in ("digits", "random"):
+        feasible = {closed_form_feasible(*s["widths"], s["budget"]) for s in specs if s["dataset"] == ds}
+        assert feasible == {True, False}
+    ratios = {s["widths"][0] // s["widths"][1] for s in specs}
+    assert ratios == {1, 2, 4, 8}
+    for spec in ex.capacity_specs():
+        assert 1 <= spec["x"] <= spec["widths"][0] and 1 <= spec["y"] <= spec["widths"][1]

@@ -91,16 +91,28 @@ def test_right_input_passes_the_same_checks():
 
 
 def test_full_run_passes_and_writes_report(tmp_path, capsys):
-    """python -m proofs: every claim passes, REPORT.md is written with a row per claim."""
-    report = tmp_path / "REPORT.md"
-    assert main(["--json", "--report", str(report)]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["ok"] is True
-    assert len(out["claims"]) >= 12
-    assert all(c["verdict"] == "pass" for c in out["claims"])
+    """python -m proofs: every claim passes, REPORT.md is written with a row per claim, and
+    the README's claims section is the generated one."""
+    report, section_path = tmp_path / "REPORT.md", tmp_path / "section.md"
+    assert main(["--readme-section", "--report", str(report), "--section-path", str(section_path)]) == 0
+    section = capsys.readouterr().out
+    assert section == section_path.read_text()
+    rows = [line for line in section.splitlines() if line.startswith("| [c")]
+    assert len(rows) == len(REGISTRY) >= 12
+    assert all("| **pass** |" in row for row in rows)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert section.strip() in readme, "README's claims section is stale: python -m proofs --readme-section"
     text = report.read_text()
-    for claim_ in out["claims"]:
-        assert f"[{claim_['id']}](pages/" in text
+    for claim_id in REGISTRY:
+        assert f"[{claim_id}](pages/" in text
+
+
+def test_json_output(capsys):
+    """--json prints one object with the verdict of each claim run."""
+    assert main(["--json", "--only", "c02", "--only", "c03", "--no-write"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is True and [c["id"] for c in out["claims"]] == ["c02", "c03"]
+    assert all(c["verdict"] == "pass" for c in out["claims"])
 
 
 def test_every_claim_has_a_page():
