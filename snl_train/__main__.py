@@ -5,18 +5,32 @@ finetuning; writes DIR/metrics.jsonl (one line per epoch), DIR/checkpoint.pt (ea
 atomically) and DIR/result.json. Bad input: one ``error: ...`` line on stderr, exit code 2.
 A NaN loss: a message, exit code 1, the last good checkpoint kept. Interrupted (Ctrl-C):
 exit code 130; continue with the same command plus ``--resume``.
+
+Under ``torchrun --nproc_per_node=N -m snl_train ...`` every stage runs data-parallel
+(:mod:`snl_train.distributed`); only rank 0 prints, draws progress bars and writes files.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 
+def _is_rank0() -> bool:
+    """False in torchrun's processes other than rank 0 (they keep quiet; rank 0 speaks)."""
+    return os.environ.get("RANK", "0").strip() in ("0", "")
+
+
+def _error(message: str) -> None:
+    if _is_rank0():
+        sys.stderr.write(f"error: {message}\n")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage block
-        sys.stderr.write(f"error: {message}\n")
+        _error(message)
         raise SystemExit(EXIT_BAD_INPUT)
 
 
@@ -161,19 +175,21 @@ def main(argv=None) -> int:
     try:
         return _run(args)
     except KeyboardInterrupt:
-        sys.stderr.write(f"interrupted; continue with the same command plus --resume "
-                         f"(checkpoint in {args.out})\n")
+        if _is_rank0():
+            sys.stderr.write(f"interrupted; continue with the same command plus --resume "
+                             f"(checkpoint in {args.out})\n")
         return EXIT_INTERRUPTED
 
 
 def _run(args) -> int:
     from .checkpoint import CheckpointError
     from .data import DataError, load_dataset
+    from .distributed import env_ranks, setup, teardown
     from .models import build_model
     from .trainer import BudgetError, NonFiniteLoss, Trainer, resolve_device
 
     def bad(message: str) -> int:
-        sys.stderr.write(f"error: {message}\n")
+        _error(message)
         return EXIT_BAD_INPUT
 
     try:
@@ -181,22 +197,35 @@ def _run(args) -> int:
         resolve_device(cfg.device)
         data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
         build_model(cfg.model, data.num_classes, data.in_shape, cfg.widths)  # validates the name
+        env_ranks()  # a malformed torchrun environment is bad input too
     except (ValueError, TypeError, ImportError) as exc:  # DataError is a ValueError
         return bad(str(exc))
 
     def factory():
         return build_model(cfg.model, data.num_classes, data.in_shape, cfg.widths)
 
-    out = (lambda line: print(line, flush=True)) if not args.quiet else (lambda line: None)
-    trainer = Trainer(cfg, factory, data, out_dir=args.out,
-                      progress=not args.quiet and sys.stderr.isatty(), log=out)
+    speak = not args.quiet and _is_rank0()
+    out = (lambda line: print(line, flush=True)) if speak else (lambda line: None)
     try:
+        ctx = setup(cfg.device)  # None unless started by torchrun with several processes
+    except ValueError as exc:
+        return bad(str(exc))
+    try:
+        if ctx is not None:
+            out(f"distributed: {ctx.world_size} processes, {ctx.backend} backend, "
+                f"{ctx.device.type}; batch {cfg.pretrain.batch_size} split across them")
+        trainer = Trainer(cfg, factory, data, out_dir=args.out,
+                          progress=speak and sys.stderr.isatty(), log=out, dist=ctx)
         result = trainer.run(resume=args.resume)
     except (BudgetError, CheckpointError, DataError) as exc:
         return bad(str(exc))
     except NonFiniteLoss as exc:
-        sys.stderr.write(f"stopped: {exc}; the last good checkpoint is kept in {args.out}/checkpoint.pt\n")
+        if _is_rank0():
+            sys.stderr.write(f"stopped: {exc}; the last good checkpoint is kept in "
+                             f"{args.out}/checkpoint.pt\n")
         return EXIT_FAILED
+    finally:
+        teardown(ctx)
     out(f"result: {result['relu_count']} of {result['relu_total']} ReLUs kept (budget "
         f"{result['relu_budget']}), test accuracy {result['test_accuracy']:.4f} (teacher "
         f"{result['teacher_test_accuracy']:.4f}), online latency {result['online_latency_s']:.4f} s")

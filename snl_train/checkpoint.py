@@ -75,8 +75,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    return parse_checkpoint(path, path)
+
+
+def parse_checkpoint(source, path) -> dict:
+    """Read a checkpoint from ``source`` (a path or a binary file object) with ``weights_only=True``.
+
+    ``path`` names the checkpoint in error messages (a distributed run parses the bytes rank 0
+    read from it). Raises CheckpointError as :func:`load_checkpoint` does.
+    """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"corrupt checkpoint {path}: {first}") from None

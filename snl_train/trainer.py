@@ -17,6 +17,11 @@ After every epoch one line goes to ``out_dir/metrics.jsonl`` and a checkpoint is
 atomically to ``out_dir/checkpoint.pt``; ``run(resume=True)`` continues from it to the same
 result a run without interruption gives (same seed, ``num_workers=0``).
 
+Under ``torchrun`` the CLI passes a :class:`~snl_train.distributed.DistContext` (``dist=``):
+every stage then trains a DistributedDataParallel copy on this rank's share of each batch,
+ReLU counts, metrics and accuracies are reduced across ranks, and only rank 0 logs and
+writes files. Without it (a single process) none of that code runs.
+
 Example::
 
     >>> cfg = digits_defaults(RunConfig(model="mlp", widths=(32, 16), budget=12))
@@ -184,17 +189,24 @@ class Trainer:
         out_dir: where metrics.jsonl, checkpoint.pt and result.json go (None: nowhere).
         progress: show a tqdm bar per epoch on stderr.
         log: called with one human-readable line per stage event.
+        dist: a :class:`~snl_train.distributed.DistContext` for a torchrun run (None: one process).
     Callbacks (``add_callback(event, fn)``, ``fn(trainer)``): "on_batch_end",
     "on_epoch_end" (after the checkpoint is written), "on_stage_end".
     Raises (from run): BudgetError, CheckpointError, NonFiniteLoss.
     """
 
     def __init__(self, config: RunConfig, model_factory: Callable[[], nn.Module], data,
-                 out_dir=None, progress: bool = False, log: Callable[[str], None] = lambda s: None):
+                 out_dir=None, progress: bool = False, log: Callable[[str], None] = lambda s: None,
+                 dist=None):
         self.config, self.model_factory, self.data = config, model_factory, data
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.progress, self.log = progress, log
         self.device = resolve_device(config.device)
+        self.dist = dist  # a DistContext under torchrun (same out_dir on every rank), else None
+        self.writes = dist is None or dist.is_main  # only rank 0 logs and writes files
+        self.progress, self.log = progress and self.writes, log if self.writes else (lambda s: None)
+        if dist is not None:
+            self.device = dist.device
+        self.train_module = None  # self.model, or its DistributedDataParallel wrapper
         self.callbacks = defaultdict(list)
         self.example_input = data.train[0][0].unsqueeze(0).to(self.device)
         self.stage, self.epoch, self.lam = "pretrain", 0, config.search.lam
@@ -215,7 +227,8 @@ class Trainer:
         if self.config.threads > 0:
             torch.set_num_threads(self.config.threads)
         if resume:
-            self._restore(load_checkpoint(self._path("checkpoint.pt")))
+            path = self._path("checkpoint.pt")
+            self._restore(load_checkpoint(path) if self.dist is None else self.dist.load_checkpoint(path))
         else:
             self._start()
         epochs = {"pretrain": self.config.pretrain.epochs, "search": self.config.search.max_epochs,
@@ -238,7 +251,7 @@ class Trainer:
                 g["lr"] = lr_at(p.lr, p.milestones, p.gamma, self.epoch)
         loss, acc = self._train_epoch(getattr(cfg, stage).batch_size)
         record = {"stage": stage, "epoch": self.epoch + 1, "loss": loss, "train_accuracy": acc,
-                  "test_accuracy": evaluate(self.model, self.data.test, self.device),
+                  "test_accuracy": self._evaluate(self.model),
                   "relu_count": self._relu_count(), "lambda": None}
         if stage == "search":
             record["lambda"] = self.lam  # the lambda this epoch trained with
@@ -247,11 +260,14 @@ class Trainer:
         return record
 
     def _train_epoch(self, batch_size: int):
-        model, device, opt = self.model, self.device, self.optimizer
+        model, device, opt = self.train_module, self.device, self.optimizer
         model.train()
-        gen = torch.Generator().manual_seed(
-            self.config.seed * 1_000_003 + STAGES.index(self.stage) * 100_003 + self.epoch)
-        loader = batches(self.data.train, batch_size, True, gen, self.config.num_workers)
+        seed = self.config.seed * 1_000_003 + STAGES.index(self.stage) * 100_003 + self.epoch
+        if self.dist is None:
+            loader = batches(self.data.train, batch_size, True, torch.Generator().manual_seed(seed),
+                             self.config.num_workers)
+        else:  # this rank's share of the same shuffle; batch_size stays the global batch
+            loader = self.dist.batches(self.data.train, batch_size, seed, self.config.num_workers)
         if self.progress:
             from tqdm import tqdm
             loader = tqdm(loader, desc=f"{self.stage} {self.epoch + 1}", leave=False, unit="batch")
@@ -260,16 +276,38 @@ class Trainer:
             x, y = x.to(device), y.to(device)
             logits = model(x)
             loss = self._loss(logits, x, y)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"loss is {loss.item()} in {self.stage} epoch {self.epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.dist is None:
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"loss is {loss.item()} in {self.stage} epoch {self.epoch + 1}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            else:
+                self._synced_backward(loss)
             opt.step()
             total_loss += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
             self._trigger("on_batch_end")
+        if self.dist is not None:
+            total_loss, correct, seen = self.dist.all_sum([total_loss, correct, seen])
+            self.dist.broadcast_buffers(self.model)  # e.g. BatchNorm statistics, as rank 0 has them
         return total_loss / seen, correct / seen
+
+    def _synced_backward(self, loss) -> None:
+        """DDP backward; the loss summed over ranks decides a NaN stop, so all ranks stop together."""
+        total, work = self.dist.all_sum_async(loss)  # overlaps with the gradient all-reduce
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        work.wait()
+        mean = total.item() / self.dist.world_size
+        if not math.isfinite(mean):
+            raise NonFiniteLoss(f"loss is {mean} in {self.stage} epoch {self.epoch + 1}")
+
+    def _evaluate(self, model: nn.Module) -> float:
+        """Test accuracy; under torchrun every rank scores its shard and the counts are summed."""
+        if self.dist is None:
+            return evaluate(model, self.data.test, self.device)
+        return self.dist.evaluate(model, self.data.test, self.device)
 
     def _loss(self, logits, x, y):
         if self.stage == "pretrain":
@@ -289,6 +327,8 @@ class Trainer:
     def _start(self) -> None:
         torch.manual_seed(self.config.seed)
         self.model = self.model_factory().to(self.device)
+        if self.dist is not None:  # data augmentation draws differently on each rank
+            torch.manual_seed(self.config.seed + 1_000_003 * (self.dist.rank + 1))
         self.site_totals = relu_counts(self.model, self.example_input)
         self.total = relu_total = sum(s.total for s in self.site_totals)
         self.budget = resolve_budget(relu_total, self.config.budget, self.config.budget_fraction)
@@ -296,7 +336,7 @@ class Trainer:
             probe = copy.deepcopy(self.model)
             self._add_gates(probe)
             self._check_excluded(probe)
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._path("metrics.jsonl").write_text("")
         self._make_optimizer()
@@ -322,7 +362,8 @@ class Trainer:
             self.budget_reached = self.prev_count <= self.budget
             if self.budget_reached:
                 self.log(f"search: budget reached after {self.epoch} epochs: {self.prev_count} "
-                         f"ReLUs <= {self.budget}, lambda {self.lam:.3g}, test accuracy {acc:.4f}")
+                         f"ReLUs <= {self.budget}, lambda {self.lam:.3g}, test accuracy "
+                         + ("n/a" if acc is None else f"{acc:.4f}"))
             else:
                 self.log(f"search: budget NOT reached after the maximum of {self.epoch} epochs "
                          f"({self.prev_count} ReLUs > {self.budget}); binarization keeps only "
@@ -335,8 +376,7 @@ class Trainer:
                      f"ReLUs kept")
             self.stage = "finetune"
         else:
-            self.log(f"finetune: {self.epoch} epochs, test accuracy "
-                     f"{evaluate(self.model, self.data.test, self.device):.4f}")
+            self.log(f"finetune: {self.epoch} epochs, test accuracy {self._evaluate(self.model):.4f}")
             self.stage = "done"
         self.epoch = 0
         self._make_optimizer()
@@ -371,6 +411,9 @@ class Trainer:
                                              foreach=True)
         else:
             self.optimizer = None
+        self.train_module = self.model
+        if self.dist is not None and self.optimizer is not None:
+            self.train_module = self.dist.wrap(self.model, self.example_input)
 
     def _site_counts(self) -> list:
         """Per-site counts; sites left ungated (``exclude``) count all their ReLUs as kept."""
@@ -393,7 +436,8 @@ class Trainer:
                               f"more than the budget {self.budget}")
 
     def _relu_count(self) -> int:
-        return sum(s.kept for s in self._site_counts())
+        count = sum(s.kept for s in self._site_counts())
+        return count if self.dist is None else self.dist.agreed_int(count, "the ReLU count")
 
     # -- persistence --------------------------------------------------------------------
     def _path(self, name: str) -> Path:
@@ -402,8 +446,9 @@ class Trainer:
     def _end_epoch(self, record: dict) -> None:
         self.last_record = record
         if self.out_dir is not None:
-            with open(self._path("metrics.jsonl"), "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if self.writes:
+                with open(self._path("metrics.jsonl"), "a") as f:
+                    f.write(json.dumps(record) + "\n")
             self.metrics_lines += 1
         self._checkpoint()
         self._trigger("on_epoch_end")
@@ -411,6 +456,10 @@ class Trainer:
     def _checkpoint(self) -> None:
         if self.out_dir is None:
             return
+        rng_ranks = self.dist.gather_rng() if self.dist is not None else None  # every rank joins
+        if not self.writes:
+            return
+        extra = {} if rng_ranks is None else {"rng_ranks": rng_ranks, "world_size": self.dist.world_size}
         save_checkpoint({
             "format": FORMAT, "stage": self.stage, "epoch": self.epoch,
             "config": self.config.to_dict(), "model": self.model.state_dict(),
@@ -419,7 +468,7 @@ class Trainer:
             "lam": self.lam, "prev_count": self.prev_count, "total": self.total,
             "budget": self.budget, "relu_count_before": self.relu_count_before,
             "budget_reached": self.budget_reached, "last_record": self.last_record,
-            "metrics_lines": self.metrics_lines, "rng": rng_state(self.device),
+            "metrics_lines": self.metrics_lines, "rng": rng_state(self.device), **extra,
         }, self._path("checkpoint.pt"))
 
     def _restore(self, state: dict) -> None:
@@ -456,8 +505,13 @@ class Trainer:
                 self.optimizer.load_state_dict(state["optimizer"])
             except (ValueError, KeyError) as exc:
                 raise CheckpointError(f"checkpoint optimizer does not fit this run: {exc}") from None
-        self._truncate_metrics()
-        set_rng_state(state["rng"], self.device)
+        if self.writes:
+            self._truncate_metrics()
+        ranks = state.get("rng_ranks")
+        if self.dist is not None and ranks is not None and len(ranks) == self.dist.world_size:
+            self.dist.set_rng(ranks[self.dist.rank])
+        else:
+            set_rng_state(state["rng"], self.device)
         self.log(f"resumed from {self._path('checkpoint.pt')}: {self.stage} after epoch {self.epoch}")
 
     def _load(self, model: nn.Module, state_dict: dict, what: str) -> None:
@@ -483,16 +537,27 @@ class Trainer:
             "relu_count_before": self.relu_count_before, "relu_total": self.total,
             "budget_reached_by_search": self.budget_reached,
             "per_layer": [{"name": s.name, "total": s.total, "kept": s.kept} for s in counts],
-            "test_accuracy": evaluate(self.model, self.data.test, self.device),
-            "teacher_test_accuracy": evaluate(self.teacher, self.data.test, self.device),
+            "test_accuracy": self._evaluate(self.model),
+            "teacher_test_accuracy": self._evaluate(self.teacher),
             "online_latency_s": latency["total_seconds"],
             "latency": latency, "final_lambda": self.lam, "config": cfg.to_dict(),
         }
         if cfg.model == "mlp" and len(counts) == 2:
             result.update(retention_report(counts, self.budget))
-        if self.out_dir is not None:
+        if self.dist is not None:
+            result["distributed"] = self._replica_report(kept)
+        if self.out_dir is not None and self.writes:
             self._path("result.json").write_text(json.dumps(result, indent=2) + "\n")
         return result
+
+    def _replica_report(self, kept: int) -> dict:
+        """World size, backend and each rank's final model digest (equal digests: equal replicas)."""
+        self.dist.agreed_int(kept, "the final ReLU count")
+        digests = self.dist.gather_digests(self.model.state_dict())
+        if len(set(digests)) != 1:
+            self.log(f"warning: the {len(digests)} ranks ended with different models")
+        return {"world_size": self.dist.world_size, "backend": self.dist.backend,
+                "replicas_identical": len(set(digests)) == 1, "state_digests": digests}
 
 
 def retention_report(counts, budget: int) -> dict:
