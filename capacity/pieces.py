@@ -39,7 +39,9 @@ import sys
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from fractions import Fraction
-from math import isfinite
+from itertools import chain
+from math import gcd, isfinite, lcm
+from operator import mul
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -341,14 +343,49 @@ def network_to_dict(net: Network) -> dict:
     }
 
 
+_GATE_CONTAINER = "snl_gates"  # where snl_train.gates.add_gates keeps a model's gates
+
+
+def _sequential_items(module, nn) -> list:
+    """The modules a Sequential calls, in order, with each ReLU replaced by its SNL gate.
+
+    ``children()`` would drop a module that appears twice, so the items are read from the
+    Sequential itself. A model gated by ``snl_train.gates.add_gates`` keeps its ``nn.ReLU``
+    items but calls the gate ``model.snl_gates.<site>`` instead; the site of the k-th call
+    (k >= 1) of one ReLU instance registered as "n" is "n_k", as torch.fx names it.
+    (capacity does not import snl_train: the gate is recognised by its container.)
+    """
+    if not isinstance(module, nn.Sequential):
+        return [module]
+    container = module._modules.get(_GATE_CONTAINER)
+    first_name: dict[int, str] = {}
+    calls: dict[int, int] = {}
+    items = []
+    for name, sub in module._modules.items():
+        if name == _GATE_CONTAINER:
+            continue
+        if container is not None and type(sub) is nn.ReLU:
+            first_name.setdefault(id(sub), name)
+            count = calls.get(id(sub), 0)
+            calls[id(sub)] = count + 1
+            site = first_name[id(sub)] if count == 0 else f"{first_name[id(sub)]}_{count}"
+            gate = container._modules.get(site)
+            if gate is None:
+                raise NetworkError(f"the gated model has no gate for its ReLU {name!r} (site {site!r})")
+            sub = gate
+        items.append(sub)
+    return items
+
+
 def from_torch(module, origin=None, direction=None) -> Network:
     """Convert a torch ``nn.Sequential`` of Linear and activation modules to a ``Network``.
 
     Each hidden Linear may be followed by ``nn.ReLU`` (mask all ones), ``nn.Hardtanh()``,
     ``nn.LeakyReLU(0.01)``, an ``snl_train.gates.ReLUGate`` whose ``c`` is 0/1 per neuron
     (variant "linearize": c = 0 linearizes; variant "zero": c = 0 prunes), or nothing
-    (a linearized layer). The last module must be a Linear with one output. Float weights
-    are converted exactly (``Fraction(float)``). torch is imported only here.
+    (a linearized layer). A Sequential gated by ``snl_train.gates.add_gates`` counts with
+    its gates (binarize them first). The last module must be a Linear with one output.
+    Float weights are converted exactly (``Fraction(float)``). torch is imported only here.
 
     Args:
         module: the ``nn.Sequential``.
@@ -366,7 +403,7 @@ def from_torch(module, origin=None, direction=None) -> Network:
     """
     import torch.nn as nn  # heavy import only when a torch model is converted
 
-    modules = list(module.children()) if isinstance(module, nn.Sequential) else [module]
+    modules = _sequential_items(module, nn)
     linears: list = []
     acts: list = []
     names = {nn.ReLU: "relu", nn.Hardtanh: "hardtanh", nn.LeakyReLU: "leaky_relu"}
@@ -396,7 +433,9 @@ def from_torch(module, origin=None, direction=None) -> Network:
         if act is None:
             mask = [0] * lin.out_features
         elif type(act).__name__ == "ReLUGate":
-            cs = act.c.detach().reshape(-1).double().tolist()
+            if type(act.c).__name__ == "UninitializedParameter":
+                raise NetworkError("a ReLUGate has no c yet: run one forward pass (materialize_gates) first")
+            cs = act.c.detach().reshape(-1).double().cpu().tolist()
             if len(cs) != lin.out_features or any(c not in (0.0, 1.0) for c in cs):
                 raise NetworkError("a ReLUGate must have one c per neuron, each 0 or 1 (binarize it first)")
             if getattr(act, "variant", "linearize") == "zero":
@@ -428,21 +467,45 @@ def from_torch(module, origin=None, direction=None) -> Network:
 
 
 # ----------------------------------------------------------------------------- exact path
+#
+# All maps of one layer share one denominator, so the arithmetic is on Python ints and a
+# Fraction is built only for a breakpoint, a representative point and the final output
+# (Fraction arithmetic normalises with a gcd after every operation, which dominated).
+
+
+def _scaled(values) -> tuple[list[int], int]:
+    """Integers n_i and one denominator D > 0 with values_i = n_i / D."""
+    den = lcm(*(Fraction(v).denominator for v in values)) if values else 1
+    return [int(v * den) for v in values], den
 
 
 def _representative(lo, hi):
     """A point strictly inside the interval (lo, hi); None stands for -inf / +inf."""
     if lo is None:
-        return 0 if hi is None else hi - 1
+        return Fraction(0) if hi is None else hi - 1
     return lo + 1 if hi is None else (lo + hi) / 2
 
 
-def _dot(row, values, start=0):
-    total = start
-    for w, v in zip(row, values):
-        if w:
-            total += w * v
-    return total
+def _cuts(za, zc, scale, kept, thresholds, lo, hi) -> list:
+    """Where kept neurons z_k = (za_k t + zc_k) / scale cross a threshold, inside (lo, hi)."""
+    cuts = set()
+    for k in kept:
+        den = za[k]
+        if not den:
+            continue
+        for theta in thresholds:
+            num = theta * scale - zc[k]
+            if den < 0:
+                num, den_ = -num, -den
+            else:
+                den_ = den
+            # compare num/den_ with lo and hi in integers; build a Fraction only when inside
+            if lo is not None and num * lo.denominator <= lo.numerator * den_:
+                continue
+            if hi is not None and num * hi.denominator >= hi.numerator * den_:
+                continue
+            cuts.add(Fraction(num, den_))
+    return sorted(cuts)
 
 
 def restrict(net: Network) -> Restriction:
@@ -459,48 +522,78 @@ def restrict(net: Network) -> Restriction:
         (0, 1)
     """
     act = ACTIVATIONS[net.activation]
-    breaks: list = []
-    maps = [(list(net.direction), list(net.origin))]
+    thresholds = act.thresholds
+    act_num, act_den = _scaled([v for piece in act.pieces for v in piece])
+    act_pieces = list(zip(act_num[0::2], act_num[1::2]))  # (slope, intercept) * act_den
+    # on interval i, the input-side vector is (a t + c) / den with integer vectors a, c
+    a0, d0 = _scaled(list(net.direction) + list(net.origin))
+    fan = len(net.direction)
+    den, breaks, maps = d0, [], [(a0[:fan], a0[fan:])]
     for layer in net.layers:
+        flat, w_den = _scaled([w for row in layer.weight for w in row])
+        fan = len(layer.weight[0]) if layer.width else 0
+        rows = [flat[k * fan:(k + 1) * fan] for k in range(layer.width)]
+        bias, b_den = _scaled(list(layer.bias))
+        scale = w_den * den * b_den  # pre-activations z = (za t + zc) / scale
+        bias_term = [b * w_den * den for b in bias]
         kept = [k for k, m in enumerate(layer.mask) if m]
         new_breaks: list = []
         new_maps: list = []
         for i, (a, c) in enumerate(maps):
-            za = [_dot(row, a) for row in layer.weight]
-            zc = [_dot(row, c, b) for row, b in zip(layer.weight, layer.bias)]
+            za = [sum(map(mul, row, a)) * b_den for row in rows]
+            zc = [sum(map(mul, row, c)) * b_den + bt for row, bt in zip(rows, bias_term)]
             lo = breaks[i - 1] if i > 0 else None
             hi = breaks[i] if i < len(breaks) else None
-            cuts = set()
-            for k in kept:
-                if za[k]:
-                    for theta in act.thresholds:
-                        t = Fraction(theta - zc[k]) / za[k]
-                        if (lo is None or t > lo) and (hi is None or t < hi):
-                            cuts.add(t)
-            points = [lo, *sorted(cuts), hi]
+            cuts = _cuts(za, zc, scale, kept, thresholds, lo, hi) if kept else []
+            points = [lo, *cuts, hi]
             for left, right in zip(points, points[1:]):
                 t = _representative(left, right)
-                na, nc = list(za), list(zc)
+                tn, td = t.numerator, t.denominator
+                na = [v * act_den for v in za]
+                nc = [v * act_den for v in zc]
                 for k in kept:
-                    slope, intercept = act.piece_at(za[k] * t + zc[k])
+                    z = za[k] * tn + zc[k] * td  # = scale * td * z_k(t)
+                    index = sum(1 for th in thresholds if th * (scale * td) < z)
+                    slope, intercept = act_pieces[index]
                     na[k] = slope * za[k]
-                    nc[k] = slope * zc[k] + intercept
+                    nc[k] = slope * zc[k] + intercept * scale
                 new_maps.append((na, nc))
                 if right is not None:
                     new_breaks.append(right)
-        breaks, maps = new_breaks, new_maps
-    out = [(_dot(net.output_weight, a), _dot(net.output_weight, c, net.output_bias)) for a, c in maps]
-    merged_breaks, slopes, intercepts = [], [out[0][0]], [out[0][1]]
-    for t, (s, c) in zip(breaks, out[1:]):
-        if s != slopes[-1] or c != intercepts[-1]:
+        den, breaks, maps = scale * act_den, new_breaks, new_maps
+        divisor = gcd(den, *(v for a, c in maps for v in a), *(v for a, c in maps for v in c))
+        if divisor > 1:  # keep the integers small
+            den //= divisor
+            maps = [([v // divisor for v in a], [v // divisor for v in c]) for a, c in maps]
+    out, o_den = _scaled(list(net.output_weight))
+    (o_bias,), ob_den = _scaled([net.output_bias])
+    out_scale = o_den * den * ob_den
+    pieces = [(sum(map(mul, out, a)) * ob_den, sum(map(mul, out, c)) * ob_den + o_bias * o_den * den)
+              for a, c in maps]
+    merged_breaks, merged = [], [pieces[0]]
+    for t, piece in zip(breaks, pieces[1:]):
+        if piece != merged[-1]:
             merged_breaks.append(t)
-            slopes.append(s)
-            intercepts.append(c)
-    tidy = lambda v: v.numerator if isinstance(v, Fraction) and v.denominator == 1 else v  # noqa: E731
-    return Restriction(tuple(map(tidy, merged_breaks)), tuple(map(tidy, slopes)), tuple(map(tidy, intercepts)))
+            merged.append(piece)
+    return Restriction(tuple(_tidy(t) for t in merged_breaks),
+                       tuple(_tidy(Fraction(s, out_scale)) for s, _ in merged),
+                       tuple(_tidy(Fraction(c, out_scale)) for _, c in merged))
+
+
+def _tidy(value):
+    return value.numerator if isinstance(value, Fraction) and value.denominator == 1 else value
 
 
 # ----------------------------------------------------------------------------- fast path
+
+
+def _floats(values) -> list[float]:
+    """Correctly rounded floats of ints and Fractions (twice as fast as ``float(Fraction)``)."""
+    values = list(values)
+    try:
+        return [v.numerator / v.denominator for v in values]
+    except AttributeError:  # a float slipped in (Network built by hand)
+        return [float(v) for v in values]
 
 
 def _restrict_fast(net: Network, tol: float = 1e-9):
@@ -519,13 +612,15 @@ def _restrict_fast(net: Network, tol: float = 1e-9):
             a = np.zeros((len(breaks) + 1, 0))
             c = np.zeros((len(breaks) + 1, 0))
             continue
-        w = np.array([[float(v) for v in row] for row in layer.weight]).reshape(layer.width, -1)
-        b = np.array([float(v) for v in layer.bias])
+        w = np.array(_floats(chain.from_iterable(layer.weight))).reshape(layer.width, -1)
+        b = np.array(_floats(layer.bias))
         mask = np.array(layer.mask, dtype=bool)
         za = a @ w.T
         zc = c @ w.T + b
-        # a slope that is zero in exact arithmetic may come out as rounding noise
-        za[np.abs(za) <= 1e-12 * (np.abs(a) @ np.abs(w).T)] = 0.0
+        # a slope that is zero in exact arithmetic may come out as rounding noise, which is
+        # at most n * eps * sum_i |a_i w_i| <= n * eps * |a| |w| (Cauchy-Schwarz)
+        norms = np.linalg.norm(a, axis=1)[:, None] * np.linalg.norm(w, axis=1)[None, :]
+        za[np.abs(za) <= 1e-12 * norms] = 0.0
         lo = np.concatenate(([-np.inf], breaks))[:, None, None]
         hi = np.concatenate((breaks, [np.inf]))[:, None, None]
         kept_a, kept_c = za[:, mask, None], zc[:, mask, None]
@@ -549,7 +644,7 @@ def _restrict_fast(net: Network, tol: float = 1e-9):
         icpt = np.where(mask, piece_icpt[piece], 0.0)
         a, c = s * pa, s * pc + icpt
         breaks = new
-    v = np.array([float(x) for x in net.output_weight])
+    v = np.array(_floats(net.output_weight))
     slopes = a @ v if v.size else np.zeros(len(breaks) + 1)
     scale = max(1.0, float(np.abs(slopes).max()) if slopes.size else 1.0)
     changed = np.abs(np.diff(slopes)) > tol * scale

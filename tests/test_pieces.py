@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from fractions import Fraction as F
+from pathlib import Path
 
 import pytest
 from hypothesis import example, given
@@ -63,13 +64,14 @@ def test_two_layers_with_fraction_breakpoints():
 def _points(net, restriction):
     """Breakpoints, midpoints between them and points beyond both ends."""
     b = list(restriction.breakpoints)
-    ts = [F(-1000), F(1000)] + b + [(x + y) / 2 for x, y in zip(b, b[1:])]
+    ts = [F(-1000), F(1000)] + b + [F(x + y) / 2 for x, y in zip(b, b[1:])]  # exact midpoints
     if b:
         ts += [b[0] - 1, b[-1] + 1]
     return ts
 
 
 @given(networks(activations=ALL_ACTIVATIONS, prune=True))
+@example(one_layer([1, 1], [9, 0], [1, 1]))  # integer kinks -9, 0: the midpoint must stay exact
 def test_restriction_is_the_network(net):
     """The exact restriction equals the network at every test point, and adjacent pieces differ."""
     r = restrict(net)
@@ -130,6 +132,39 @@ def test_sampling_miscounts():
     assert sampled_pieces(far, -1, 1, 100) == 1 and count_pieces(far).pieces == 2
 
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "net.json"
+
+
+@pytest.mark.parametrize("which, samples, expected", [
+    ("witness", 100, 31), ("witness", 1000, 31), ("example", 100, 8), ("example", 1000, 6)])
+def test_sampling_doubles_kinks_between_samples(which, samples, expected):
+    """A kink strictly inside a sampling interval counts twice, one on a grid point once
+    (docs/pieces.md): the 16-piece witness reads 31 at any of these resolutions."""
+    from capacity.witnesses import witness
+
+    net = witness(3, 3, 3, 3) if which == "witness" else load_network(EXAMPLE)
+    kinks = count_pieces(net).breakpoints
+    lo, hi = kinks[0] - 1, kinks[-1] + 1
+    step = (hi - lo) / samples
+    offsets = [(k - lo) / step for k in kinks]
+    on_grid = sum(1 for o in offsets if o.denominator == 1)
+    cells = sorted(int(o) for o in offsets if o.denominator != 1)
+    assert all(b - a > 1 for a, b in zip(cells, cells[1:]))  # no two in one or adjacent cells
+    assert 1 + on_grid + 2 * len(cells) == expected
+    assert sampled_pieces(net, lo, hi, samples) == expected
+
+
+def test_coarse_sampling_undercounts():
+    """With 10 samples the example's five kinks fall in cells 2, 3 (inside), 5 (on the
+    grid), 6, 7 (inside): adjacent cells share slope changes, 7 changes, 8 pieces; the
+    witness's 15 kinks crowd into 10 cells and read fewer than 16 pieces."""
+    from capacity.witnesses import witness
+
+    assert sampled_pieces(load_network(EXAMPLE), F(-1, 2), F(7, 2), 10) == 8
+    assert count_pieces(load_network(EXAMPLE)).pieces == 6
+    assert sampled_pieces(witness(3, 3, 3, 3), F(-7, 4), F(11, 2), 10) < 16
+
+
 def test_from_torch_with_gates():
     """A torch Sequential with a 0/1 ReLUGate counts like its network JSON."""
     torch = pytest.importorskip("torch")
@@ -155,6 +190,52 @@ def test_from_torch_with_gates():
     assert count_pieces(plain).breakpoints == (0, 1, 2)
     with pytest.raises(NetworkError):
         from_torch(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1)))
+
+
+@pytest.mark.parametrize("variant", ["linearize", "zero"])
+def test_from_torch_gated_by_add_gates(variant):
+    """A Sequential gated by add_gates (one ReLU module reused at two sites, an excluded
+    site) reads its gates: masks follow c, and the network equals the model on a grid."""
+    torch = pytest.importorskip("torch")
+    from capacity.pieces import from_torch
+    from snl_train.gates import add_gates, gate_sites
+
+    torch.manual_seed(1)
+    relu = torch.nn.ReLU()
+    model = torch.nn.Sequential(torch.nn.Linear(1, 4), relu, torch.nn.Linear(4, 3), relu,
+                                torch.nn.Linear(3, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1)).double()
+    assert [layer.mask for layer in from_torch(model).layers] == [(1,) * 4, (1,) * 3, (1,) * 2]
+    add_gates(model, variant=variant, exclude=["5"], example_input=torch.zeros(2, 1, dtype=torch.float64))
+    gates = dict(gate_sites(model))
+    assert sorted(gates) == ["1", "1_1"]  # the reused ReLU has a gate per call site
+    with torch.no_grad():
+        gates["1"].c.copy_(torch.tensor([1.0, 0.0, 1.0, 0.0]))
+        gates["1_1"].c.copy_(torch.tensor([0.0, 1.0, 1.0]))
+    net = from_torch(model)
+    if variant == "linearize":
+        assert [layer.mask for layer in net.layers] == [(1, 0, 1, 0), (0, 1, 1), (1, 1)]
+    else:  # c = 0 outputs 0: the neuron is pruned, its activation stays
+        assert [layer.mask for layer in net.layers] == [(1, 1, 1, 1), (1, 1, 1), (1, 1)]
+        assert net.pruned()[0] == (False, True, False, True)
+    ts = [F(k, 8) for k in range(-40, 41)]
+    with torch.no_grad():
+        out = model(torch.tensor([[float(t)] for t in ts], dtype=torch.float64)).reshape(-1).tolist()
+    assert out == pytest.approx([float(net([t])) for t in ts], abs=1e-12)
+    with torch.no_grad():
+        gates["1"].c.fill_(0.5)
+    with pytest.raises(NetworkError, match="binarize"):
+        from_torch(model)
+
+
+def test_from_torch_unshaped_gate():
+    """A gate that has never seen an input gets a clear error, not a torch exception."""
+    torch = pytest.importorskip("torch")
+    from capacity.pieces import from_torch
+    from snl_train.gates import add_gates
+
+    model = add_gates(torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1)))
+    with pytest.raises(NetworkError, match="forward pass"):
+        from_torch(model)
 
 
 # ----------------------------------------------------------------------------- command line
