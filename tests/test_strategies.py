@@ -2,6 +2,7 @@
 
 from fractions import Fraction
 
+import pytest
 from hypothesis import Phase, given, seed, settings
 
 from capacity.pieces import ACTIVATIONS, network_to_dict, load_network
@@ -58,11 +59,17 @@ def test_degenerate_cases_are_generated():
               "linearized": lambda n: 0 in n.layers[0].mask}
     seen = set()
 
+    class AllSeen(Exception):
+        """Stops the search as soon as every case has occurred (300 examples at most)."""
+
     @seed(0)
     @settings(max_examples=300, database=None, phases=[Phase.generate])
     @given(networks(prune=True))
     def record(net):
         seen.update(name for name, check in checks.items() if check(net))
+        if seen == set(checks):
+            raise AllSeen
 
-    record()
+    with pytest.raises(AllSeen):
+        record()
     assert seen == set(checks)
