@@ -11,7 +11,7 @@ with the exact counter of ``capacity.pieces``:
 - ``witness(d1, d2, x, y)``: two hidden layers of widths d1, d2 with x, y retained ReLUs,
   the best known construction for every (d1, d2, x, y), including all-ReLU layers.
 
-Which architectures reach (x + 1)(y + 1) (proofs in docs/witnesses.md):
+Which architectures reach (x + 1)(y + 1) (proofs in docs/pieces.md, "Witnesses"):
 
 - reached when layer 1 can make a zigzag whose every piece crosses [0, 1] (x = 0, or a
   linearized neuron in layer 1 (d1 > x), or x >= 3) and layer 2 can see every kink
@@ -153,7 +153,7 @@ def upper_bound(d1: int, d2: int, x: int, y: int) -> int:
     """Proven maximum number of pieces along a line (two hidden ReLU layers).
 
     The sharp bound (x+1)(y+1), lowered to y + 2 (d1 = x = 1), 2y + 3 (d1 = x = 2) and
-    x + ceil(x/2) + 2 (d2 = y = 1) where those apply; docs/witnesses.md has the proofs.
+    x + ceil(x/2) + 2 (d2 = y = 1) where those apply; docs/pieces.md has the proofs.
 
     Example:
         >>> upper_bound(4, 1, 4, 1)
@@ -265,7 +265,7 @@ def witness_rows(max_width: int = 3) -> list[dict]:
 
 
 def witness_table(max_width: int = 3) -> str:
-    """The markdown table of ``witness_rows`` (written to docs/witnesses.md).
+    """The markdown table of ``witness_rows`` (docs/pieces.md; ``python -m capacity.witnesses --table``).
 
     Example:
         >>> witness_table(1).splitlines()[2]
@@ -286,5 +286,30 @@ def witness_table(max_width: int = 3) -> str:
     return "\n".join(lines)
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m capacity.witnesses [--table | --json] [--max-width N]``.
+
+    Prints the markdown table of docs/pieces.md (default) or its rows as one JSON list.
+    Returns 0, or 2 (argparse's one-line error) for bad arguments.
+    """
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog="python -m capacity.witnesses",
+        description="Which two-hidden-layer ReLU architectures (d1, d2, x, y) reach the sharp "
+                    "pieces bound (x+1)(y+1), counted exactly on the best known witness.")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--table", action="store_true", help="markdown table (the default)")
+    mode.add_argument("--json", action="store_true", help="the rows as one JSON list")
+    parser.add_argument("--max-width", type=int, default=3, metavar="N",
+                        help="largest width d1, d2 in the table (default 3)")
+    args = parser.parse_args(argv)
+    if args.max_width < 1:
+        parser.error(f"--max-width must be at least 1, got {args.max_width}")
+    print(json.dumps(witness_rows(args.max_width)) if args.json else witness_table(args.max_width))
+    return 0
+
+
 if __name__ == "__main__":
-    print(witness_table())
+    raise SystemExit(main())
