@@ -159,8 +159,8 @@ def plot_capacity(doc: dict):
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("largest N of alternating collinear points (points)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False)
-    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.19, 1, 1))
     return fig
 
 
@@ -191,8 +191,8 @@ def plot_distribution(doc: dict):
     axes[0][0].set_ylabel("ReLUs per layer (count, log scale)")
     axes[0][0].legend(loc="upper right")
     model = runs[0].get("model", "")
-    fig.suptitle(f"Per-layer ReLU counts before and after pixel-wise SNL ({model}, "
-                 f"{runs[0].get('dataset', '')}); % = fraction kept")
+    fig.suptitle(f"Per-layer ReLU counts before and after pixel-wise SNL\n({model} on "
+                 f"{runs[0].get('dataset', '')}; % = fraction of the layer kept)")
     fig.tight_layout()
     return fig
 

@@ -88,7 +88,7 @@ def distribution_specs(quick: bool = False, seeds: int | None = None, model: str
                        budgets: Sequence[int] | None = None) -> list[dict]:
     """SNL (pixel-wise) at several budgets; per-layer counts before and after."""
     if budgets is None:
-        budgets = {"convnet": (30,) if quick else (100, 300),
+        budgets = {"convnet": (30,) if quick else (30, 100, 300),
                    "resnet18": (20000, 50000, 100000, 200000, 300000)}.get(model, (100,))
     width = [4] if quick else [8]
     epochs = ({"pretrain": 2, "search": 15, "finetune": 1} if quick

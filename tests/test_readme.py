@@ -20,6 +20,17 @@ def test_demo_output_is_quoted_verbatim():
     assert render_text([50000, 5000], 10000, 2) in README.read_text()
 
 
+def test_pieces_output_is_quoted_verbatim():
+    """`python -m capacity.pieces examples/net.json` prints what the README shows."""
+    import subprocess
+    import sys
+
+    root = README.parent
+    out = subprocess.run([sys.executable, "-m", "capacity.pieces", "examples/net.json"], cwd=root,
+                         capture_output=True, text=True, check=True).stdout
+    assert "$ python -m capacity.pieces examples/net.json\n" + out in README.read_text()
+
+
 def test_readme_python_examples():
     failures, tried = doctest.testfile(str(README), module_relative=False, optionflags=doctest.ELLIPSIS)
     assert tried > 0 and failures == 0

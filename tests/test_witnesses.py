@@ -266,11 +266,12 @@ def test_table_rows_match_proofs():
 
 
 def test_docs_table_is_generated():
-    """docs/pieces.md holds exactly the table `python -m capacity.witnesses --table` prints."""
+    """docs/pieces.md and the README hold exactly the table `python -m capacity.witnesses --table` prints."""
     out = subprocess.run([sys.executable, "-m", "capacity.witnesses", "--table"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == witness_table()
     assert witness_table() in DOCS.read_text()
+    assert witness_table() in (DOCS.parent.parent / "README.md").read_text()
 
 
 @pytest.mark.parametrize("module", ["capacity.witnesses", "capacity.pieces"])
