@@ -117,7 +117,7 @@ def state_digest(state_dict: dict) -> str:
     for name in sorted(state_dict):
         t = state_dict[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -157,12 +157,13 @@ class DistContext:
         modes = [(m, m.training) for m in model.modules()]
         model.eval()
         try:
-            out = model(example_input)
-            torch.stack([o.float().sum() for o in _tensors(out)]).sum().backward()
+            outputs = [o.float().sum() for o in _tensors(model(example_input)) if o.requires_grad]
+            if outputs:
+                torch.stack(outputs).sum().backward()
         finally:
             for m, training in modes:
                 m.training = training
-        unused = any(p.grad is None for p in trainable)
+        unused = any(p.grad is None for p in trainable)  # all of them when nothing came back
         for p in trainable:
             p.grad = None
         ids = [self.device.index] if self.device.type == "cuda" else None

@@ -72,6 +72,8 @@ def test_state_digest_sees_every_value_and_name():
     assert state_digest(a) == state_digest({"c": torch.ones(2), "w": torch.zeros(3)})
     assert state_digest(a) != state_digest({"w": torch.tensor([0.0, 0.0, 1e-30]), "c": torch.ones(2)})
     assert state_digest(a) != state_digest({"v": torch.zeros(3), "c": torch.ones(2)})
+    bn = build_model("convnet", 10, (1, 8, 8), (4,)).state_dict()  # 0-dim integer buffers too
+    assert state_digest(bn) == state_digest({k: v.clone() for k, v in bn.items()})
 
 
 def test_only_rank_0_prints_a_user_error(tmp_path, capsys, monkeypatch):
@@ -138,6 +140,39 @@ def test_an_interrupted_distributed_run_resumes_to_the_uninterrupted_result(tmp_
     assert comparable(resumed) == comparable(expected)
     assert ((tmp_path / "cut" / "metrics.jsonl").read_text()
             == (tmp_path / "full" / "metrics.jsonl").read_text())
+
+
+class WithSpare(torch.nn.Module):
+    """A model with a parameter its forward never uses."""
+
+    def __init__(self):
+        super().__init__()
+        self.used, self.spare = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.used(x)
+
+
+def test_wrap_finds_unused_parameters_only_when_there_are_some(gloo_group):
+    x = torch.randn(5, 4)
+    plain = gloo_group.wrap(torch.nn.Linear(4, 3), x[:1])
+    spare = gloo_group.wrap(WithSpare(), x[:1])
+    assert not plain.find_unused_parameters and spare.find_unused_parameters
+    assert all(p.grad is None for p in spare.parameters())  # the probe leaves no gradient
+    for _ in range(2):  # a second step fails if DDP waits for the spare's gradient
+        spare(x).sum().backward()
+    assert spare.module.spare.weight.grad is None and spare.module.used.weight.grad is not None
+
+
+def test_a_batchnorm_convnet_on_one_rank_matches_the_single_process_run(tmp_path, gloo_group):
+    data = load_dataset("digits")
+    cfg = tiny_config()
+    cfg.model, cfg.dataset, cfg.budget, cfg.search.max_epochs, cfg.finetune.epochs = "convnet", "digits", 100, 2, 1
+    cfg.pretrain.batch_size = cfg.search.batch_size = cfg.finetune.batch_size = 256
+    factory = lambda: build_model("convnet", 10, data.in_shape, (2,))  # noqa: E731
+    single = Trainer(cfg, factory, data).run()
+    ranked = Trainer(cfg, factory, data, dist=gloo_group).run()
+    assert comparable(ranked) == comparable(single) and ranked["distributed"]["replicas_identical"]
 
 
 def test_collectives_agree_check_and_broadcast_checkpoints(tmp_path, gloo_group):
