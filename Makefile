@@ -30,6 +30,9 @@ figures: setup
 
 bench: setup
 	$(PY) benchmarks/cli_startup.py
+	$(PY) benchmarks/pieces.py
+	$(PY) benchmarks/gates.py
+	$(PY) benchmarks/distributed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
