@@ -16,6 +16,7 @@ import sys
 from fractions import Fraction
 from collections.abc import Sequence
 
+from capacity.cli import quiet_broken_pipe
 from capacity.bounds import corollary1_counts, corollary2_counts, sharp_capacity
 from capacity.exact import Exact, exact_float, exact_str
 from capacity.optimum import (
@@ -260,6 +261,7 @@ def render_json(widths: list[int], budget: int, p: int) -> dict:
     return out
 
 
+@quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 bad input)."""
     try:

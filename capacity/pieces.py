@@ -45,6 +45,7 @@ from operator import mul
 from pathlib import Path
 from typing import Any, Sequence
 
+from capacity.cli import quiet_broken_pipe
 from capacity.exact import as_exact, exact_str
 
 Number = int | Fraction
@@ -771,6 +772,7 @@ def _text(report: dict) -> str:
     return "\n".join(lines)
 
 
+@quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m capacity.pieces NET.json [--json] [--fast]``: count pieces, print bounds.
 

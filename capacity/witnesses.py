@@ -32,6 +32,7 @@ from fractions import Fraction
 from math import prod
 from typing import Sequence
 
+from capacity.cli import quiet_broken_pipe
 from capacity.bounds import sharp_pieces
 from capacity.pieces import Layer, Network, count_pieces
 
@@ -286,6 +287,7 @@ def witness_table(max_width: int = 3) -> str:
     return "\n".join(lines)
 
 
+@quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m capacity.witnesses [--table | --json] [--max-width N]``.
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from capacity.cli import quiet_broken_pipe
 
+
+@quiet_broken_pipe
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m figures",

@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from capacity.cli import quiet_broken_pipe
+
 from proofs.framework import REGISTRY, run
 from proofs.report import as_json, readme_section, report_markdown, terminal_table
 
@@ -37,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """Run the claims; return the exit status."""
     args = _parser().parse_args(argv)

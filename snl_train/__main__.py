@@ -15,6 +15,8 @@ import argparse
 import os
 import sys
 
+from capacity.cli import quiet_broken_pipe
+
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 
@@ -163,6 +165,7 @@ def config_from_args(args):
     return cfg
 
 
+@quiet_broken_pipe
 def main(argv=None) -> int:
     """Entry point; returns the exit code (0 ok, 1 NaN loss, 2 bad input, 130 interrupted)."""
     parser = build_parser()

@@ -39,6 +39,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
+from capacity.cli import quiet_broken_pipe
+
 EXPERIMENTS = ("retention", "capacity", "distribution", "pareto")
 
 
@@ -493,6 +495,7 @@ def save(doc: dict, out: str | os.PathLike) -> Path:
     return out
 
 
+@quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m snl_train.experiments",
