@@ -103,3 +103,27 @@ def test_default_sweeps_are_valid_and_span_both_regions():
     assert ratios == {1, 2, 4, 8}
     for spec in ex.capacity_specs():
         assert 1 <= spec["x"] <= spec["widths"][0] and 1 <= spec["y"] <= spec["widths"][1]
+
+
+def test_distribution_runs_resnet18_on_local_cifar100(tmp_path):
+    """The Figure 4 sweep for the paper's ResNet-18 reads CIFAR-100 from --data-dir and
+    reports per-layer counts of the 491,520 ReLUs within the budget (tiny files, 1 epoch)."""
+    import pickle
+
+    import numpy as np
+
+    root = tmp_path / "cifar-100-python"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 8), ("test", 4)):
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 b"fine_labels": [int(v) for v in rng.integers(0, 100, n)]}
+        (root / name).write_bytes(pickle.dumps(batch))
+    specs = ex.distribution_specs(model="resnet18", dataset="cifar100", data_dir=str(tmp_path),
+                                  budgets=(5000,))
+    assert len(specs) == 1 and specs[0]["epochs"] is None  # the paper's schedule by default
+    spec = {**specs[0], "epochs": {"pretrain": 1, "search": 1, "finetune": 1}}
+    result = ex.run_snl(spec)
+    assert result["relu_total"] == 491520 == sum(s["total"] for s in result["per_layer"])
+    assert result["relu_count"] == sum(s["kept"] for s in result["per_layer"]) <= 5000
+    assert len(result["per_layer"]) == 16  # 8 BasicBlocks x 2 ReLU sites, none after the stem
