@@ -42,3 +42,17 @@ def test_readme_python_examples():
 def test_docstring_examples(module):
     failures, tried = doctest.testmod(module)
     assert tried > 0 and failures == 0
+
+
+def test_console_scripts_exist_and_match_the_readme():
+    """Every script of the README's command table is declared and points at a main()."""
+    import importlib
+    import re
+    import tomllib
+
+    scripts = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    listed = set(re.findall(r"\| `(snl-[a-z]+)` \|", README.read_text()))
+    assert listed and listed == set(scripts)
+    for target in scripts.values():
+        module, _, name = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), name))
