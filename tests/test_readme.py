@@ -48,7 +48,8 @@ def test_console_scripts_exist_and_match_the_readme():
     """Every script of the README's command table is declared and points at a main()."""
     import importlib
     import re
-    import tomllib
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
     scripts = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["scripts"]
     listed = set(re.findall(r"\| `(snl-[a-z]+)` \|", README.read_text()))
