@@ -22,9 +22,22 @@ def main(argv=None) -> int:
     if not Path(args.data).is_dir():
         print(f"error: no results directory {args.data}", file=sys.stderr)
         return 2
-    from .plots import render_all
+    from matplotlib.backend_bases import FigureCanvasBase
 
-    written = render_all(args.data, args.out, tuple(args.formats.split(",")))
+    from .plots import ResultsError, render_all
+
+    formats = tuple(f.strip().lower() for f in args.formats.split(","))
+    supported = FigureCanvasBase.get_supported_filetypes()
+    unknown = [f for f in formats if f not in supported]
+    if unknown:
+        print(f"error: unknown --formats {','.join(unknown)}; choose from {', '.join(sorted(supported))}",
+              file=sys.stderr)
+        return 2
+    try:
+        written = render_all(args.data, args.out, formats)
+    except ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for path in written:
         print(path)
     if not written:

@@ -246,8 +246,16 @@ FIGURES = (("retention", "retention", plot_retention),
            ("pareto", "pareto", plot_pareto))
 
 
+class ResultsError(ValueError):
+    """A results file that cannot be read or plotted."""
+
+
 def render_all(data_dir="figures/data", out_dir="figures", formats=("png", "pdf")) -> list[Path]:
-    """Draw every figure whose results file exists in ``data_dir``; return the files written."""
+    """Draw every figure whose results file exists in ``data_dir``; return the files written.
+
+    Raises:
+        ResultsError: a results file is not JSON or lacks what its plot needs.
+    """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -255,7 +263,11 @@ def render_all(data_dir="figures/data", out_dir="figures", formats=("png", "pdf"
         source = data_dir / f"{experiment}.json"
         if not source.is_file():
             continue
-        fig = plot(json.loads(source.read_text()))
+        try:
+            fig = plot(json.loads(source.read_text()))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ResultsError(f"{source} is not a results file of python -m snl_train.experiments "
+                               f"{experiment} ({type(exc).__name__}: {exc})") from exc
         for fmt in formats:
             path = out_dir / f"{name}.{fmt}"
             fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else None)

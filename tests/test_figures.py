@@ -128,3 +128,17 @@ def test_cli(tmp_path, data_dir, capsys):
     assert main(["--data", str(tmp_path / "nowhere")]) == 2
     assert main(["--data", str(data_dir), "--out", str(tmp_path / "f"), "--formats", "png"]) == 0
     assert (tmp_path / "f" / "capacity.png").is_file()
+
+
+def test_cli_bad_formats_and_results_files(tmp_path, data_dir, capsys):
+    """Unknown formats and unreadable results files: one error line, exit code 2."""
+    assert main(["--data", str(data_dir), "--out", str(tmp_path / "f"), "--formats", "png,bmpx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bmpx" in err
+    (data_dir / "pareto.json").write_text("{bad")
+    assert main(["--data", str(data_dir), "--out", str(tmp_path / "f"), "--formats", "png"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pareto.json" in err
+    (data_dir / "pareto.json").write_text('{"experiment": "pareto", "runs": [{"method": "pixel"}]}')
+    assert main(["--data", str(data_dir), "--out", str(tmp_path / "f"), "--formats", "png"]) == 2
+    assert "pareto.json" in capsys.readouterr().err
