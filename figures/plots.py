@@ -258,13 +258,15 @@ def render_all(data_dir="figures/data", out_dir="figures", formats=("png", "pdf"
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, docs = [], {}
     for experiment, name, plot in FIGURES:
         source = data_dir / f"{experiment}.json"
         if not source.is_file():
             continue
         try:
-            fig = plot(json.loads(source.read_text()))
+            if experiment not in docs:  # retention.json feeds two figures: read it once
+                docs[experiment] = json.loads(source.read_text())
+            fig = plot(docs[experiment])
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise ResultsError(f"{source} is not a results file of python -m snl_train.experiments "
                                f"{experiment} ({type(exc).__name__}: {exc})") from exc

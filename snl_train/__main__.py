@@ -50,34 +50,22 @@ def _milestones(text: str) -> tuple:
     return () if text.strip() == "" else _int_list(text)
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _checked(convert, ok, expected: str, requirement: str):
+    """An argparse type: ``convert(text)``, refused unless ``ok(value)``."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
+_nonneg_int = _checked(int, lambda v: v >= 0, "a non-negative integer", ">= 0")
+_positive_float = _checked(float, lambda v: v > 0, "a number", "> 0")
+_fraction = _checked(float, lambda v: 0 <= v <= 1, "a number in [0, 1]", "in [0, 1]")
 
 
 def build_parser() -> argparse.ArgumentParser:
