@@ -50,7 +50,7 @@ from itertools import combinations, compress, groupby, islice, product
 from math import comb, isqrt, lcm, log
 
 from capacity.bounds import corollary1_counts, sharp_capacity
-from capacity.exact import Exact, as_exact
+from capacity.exact import Exact, as_exact, exact_float
 from capacity.optimum import MAX_LISTED_TIES, check_problem
 
 #: At most this many counts are listed in all (ties x layers): 1000 ties of 20,000 layers
@@ -139,12 +139,11 @@ def as_cost(value: object, name: str = "cost") -> Exact:
         >>> as_cost("0.021", "per_relu"), as_cost("3/4", "per_layer")
         (Fraction(21, 1000), Fraction(3, 4))
     """
-    if isinstance(value, str) and any(c in value.lower() for c in ".e"):
+    if isinstance(value, str):
         try:
-            decimal = Fraction(value.strip())  # exact: "0.1" is 1/10, not the float
+            value = Fraction(value.strip())  # exact: "0.1" is 1/10, not the float
         except (ValueError, ZeroDivisionError):
             raise ValueError(f"{name} must be a number such as 3, 0.021 or 3/4, got {value!r}") from None
-        value = decimal
     exact = as_exact(value, name)
     if exact < 0:
         raise ValueError(f"{name} must be at least 0, got {value}")
@@ -215,7 +214,7 @@ def latency(retained: Sequence[Exact], cost: CostModel) -> Exact:
         >>> latency([5, 0, 2], cost_model(1, 10, linear=3))
         30
     """
-    total = cost.linear + sum(cost.per_relu * x + (cost.per_layer if x > 0 else 0) for x in retained)
+    total = cost.linear + cost.per_relu * sum(retained) + cost.per_layer * sum(1 for x in retained if x > 0)
     return total.numerator if isinstance(total, Fraction) and total.denominator == 1 else total
 
 
@@ -547,14 +546,10 @@ def latency_paper_optimum(d1: int, d2: int, budget: object, cost: CostModel, p: 
         [(7000, 0)]
     """
     (d1, d2), t, cost, p = check_latency_problem([d1, d2], budget, cost, p)
-    options = []
-    for layers in ((), (0,), (1,), (0, 1)):
-        b = relu_budget(t, cost, len(layers), sum((d1, d2)[i] for i in layers))
-        if b is not None and b >= len(layers):
-            options.append((layers, b, _paper_best(d1, d2, layers, b, p)))
-    value = max(v for *_, (_, v) in options)
+    options = _paper_options(d1, d2, t, cost, p)
+    value = max(v for *_, v in options)
     plans, listed = [], []
-    for layers, b, (allocs, v) in options:
+    for layers, b, allocs, v in options:
         if v == value:
             listed += allocs
             plans.append(LatencyPlan(len(layers), layers, b, allocs[0], v, latency(allocs[0], cost)))
@@ -562,6 +557,53 @@ def latency_paper_optimum(d1: int, d2: int, budget: object, cost: CostModel, p: 
     every = tuple(i for i in (0, 1) if all(a[i] for a in listed))
     return LatencyOptimum("paper", sorted(listed), len(listed), value, plans, some, every,
                           _paper_continuous(d1, d2, t, cost, p))
+
+
+def _paper_options(d1: int, d2: int, t: Exact, cost: CostModel, p: int) -> list[tuple]:
+    """(layers, ReLU budget, its integer optima, their value) for each active set that can
+    afford one ReLU per layer."""
+    options = []
+    for layers in ((), (0,), (1,), (0, 1)):
+        b = relu_budget(t, cost, len(layers), sum((d1, d2)[i] for i in layers))
+        if b is not None and b >= len(layers):
+            options.append((layers, b, *_paper_best(d1, d2, layers, b, p)))
+    return options
+
+
+def latency_plans(widths: Sequence[int], budget: object, cost: CostModel, p: int = 2,
+                  objective: str = "sharp", active: Sequence[int] | None = None) -> list[LatencyPlan]:
+    """The best allocation for each number of active layers: the trade-off behind the optimum.
+
+    Args:
+        widths, budget, cost, p: the problem, as ``latency_sharp_optimum``.
+        objective: "sharp" (one plan per k = 0 .. K, the k widest layers water-filled) or
+            "paper" (two layers: one plan per affordable active set {}, {1}, {2}, {1, 2}).
+        active: for "sharp", only these k (each plan costs O(L) big-integer products).
+
+    Returns:
+        ``LatencyPlan`` records in increasing order of active layers.
+
+    Raises:
+        ValueError: as ``check_latency_problem``, or for an unknown objective.
+
+    Example:
+        >>> [(plan.active, plan.relu_budget, plan.value) for plan in
+        ...  latency_plans([50000, 5000], 10000, cost_model(1, 4950))]
+        [(0, 0, 2), (1, 5050, 5052), (2, 100, 2602)]
+    """
+    dims, t, cost, p = check_latency_problem(widths, budget, cost, p)
+    if objective == "paper" and len(dims) == 2:
+        return [LatencyPlan(len(layers), layers, b, allocs[0], v, latency(allocs[0], cost))
+                for layers, b, allocs, v in _paper_options(*dims, t, cost, p)]
+    if objective != "sharp":
+        raise ValueError(f"objective must be 'sharp' or (for two layers) 'paper', got {objective!r}")
+    srt, scaled = _sort_widths(dims, p), _scaled(t, cost)
+    ks = range(_max_active(dims, t, cost) + 1)
+    plans = []
+    for k in ks if active is None else sorted(set(active) & set(ks)):
+        b = _affordable(scaled, k, srt.sums[k], True)
+        plans.append(_sharp_plan(srt, dims, k, b, _count_groups(srt, k, b), cost, p))
+    return plans
 
 
 def _paper_best(d1: int, d2: int, layers: tuple[int, ...], b: int, p: int) -> tuple[list[tuple[int, int]], int]:
@@ -629,8 +671,12 @@ class EmptyingThreshold(namedtuple("EmptyingThreshold", "rational surd radicand 
         return gap >= 0 or gap * gap <= self.surd * self.surd * self.radicand
 
     def approx(self) -> float:
-        """The threshold as a float (for display)."""
-        return float(self.rational) + float(self.surd) * float(self.radicand) ** 0.5
+        """The threshold as a float (for display; inf when beyond the float range)."""
+        radicand = Fraction(self.radicand)
+        scale = 10**40  # sqrt to about 20 significant digits, in integers (no float overflow)
+        root = Fraction(isqrt(radicand.numerator * radicand.denominator * scale * scale),
+                        radicand.denominator * scale)
+        return exact_float(self.rational + self.surd * root)
 
 
 def emptying_threshold(d1: int, d2: int, relu_units: object, p: int = 2) -> EmptyingThreshold:

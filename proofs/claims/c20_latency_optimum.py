@@ -14,7 +14,7 @@ from proofs.z3tools import prove
 #: Costs (beta, rho) of the exhaustive grid; the budget T - linear runs over BUDGETS
 #: (fewer for three layers), with linear = 1/2.
 COSTS = ((1, 0), (1, 2), (Fraction(1, 2), 3), (2, Fraction(1, 2)), (0, 2))
-BUDGETS = (0, Fraction(1, 2), 1, 2, 3, 4, 5, 6, 8, 11)
+BUDGETS = (0, Fraction(1, 2), 1, 2, 3, 5, 8, 11)
 BUDGETS_3 = (0, 1, 2, 3, 5, 8)
 LINEAR = Fraction(1, 2)
 #: Widths for the structure lemma: every tuple with these many layers and widths up to the bound.

@@ -162,6 +162,8 @@ def _integer_costs(threshold_fn, optimum_fn):
         for tau in range(1, wide + narrow + 5):
             decisions = [min(plan.active for plan in optimum_fn([wide, narrow], tau, latency.cost_model(1, r)).plans)
                          <= 1 for r in range(tau // 2 + 2)]
+            if True not in decisions:  # two layers even at rho = tau / 2 + 1: not the claimed shape
+                return False, [float("inf"), float("inf")]
             first = decisions.index(True)
             monotone &= all(decisions[first:])
             r_star = Fraction(threshold_fn(wide, narrow, tau).approx()).limit_denominator(1000)
