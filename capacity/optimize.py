@@ -21,20 +21,10 @@ from collections import namedtuple
 from capacity.cli import quiet_broken_pipe
 from capacity.bounds import corollary1_counts, corollary2_counts, sharp_capacity
 from capacity.exact import Exact, exact_float, exact_str
-from capacity.latency import (
-    CostModel,
-    LatencyOptimum,
-    LatencyPlan,
-    ReluProxy,
-    check_latency_problem,
-    cost_model,
-    emptying_threshold,
-    latency_paper_optimum,
-    latency_plans,
-    latency_sharp_optimum,
-    parse_cost_profile,
-    relu_budget_comparison,
-)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # capacity.latency is imported by the latency mode only, to keep startup fast
+    from capacity.latency import CostModel, LatencyOptimum, LatencyPlan, ReluProxy
 from capacity.optimum import (
     MAX_LISTED_TIES,
     PaperOptimum,
@@ -328,6 +318,8 @@ def parse_latency_problem(argv: Sequence[str] | None) -> LatencyProblem | None:
     # widths, p and --json are checked as for a ReLU budget (0 ReLUs is always a valid one)
     widths, _, p, as_json = parse_problem([*argv, "--budget", "0"])
     cost = _cost_from_args(args, given)
+    from capacity.latency import check_latency_problem
+
     try:
         widths, budget, cost, p = check_latency_problem(widths, args.latency_budget, cost, p)
     except ValueError as exc:
@@ -336,6 +328,8 @@ def parse_latency_problem(argv: Sequence[str] | None) -> LatencyProblem | None:
 
 
 def _cost_from_args(args: argparse.Namespace, given: list[str]) -> CostModel:
+    from capacity.latency import cost_model, parse_cost_profile
+
     try:
         if args.cost is not None:
             if len(given) > 1:
@@ -361,6 +355,9 @@ def _read_profile(path: str) -> str:
 
 def latency_report(problem: LatencyProblem, objective: str) -> dict | None:
     """Everything the command says about one bound under the latency budget (exact values)."""
+    from capacity.latency import (emptying_threshold, latency_paper_optimum, latency_plans,
+                                  latency_sharp_optimum, relu_budget_comparison)
+
     widths, budget, cost, p, _ = problem
     if objective == "paper":
         if len(widths) != 2:
