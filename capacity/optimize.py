@@ -14,17 +14,13 @@ import argparse
 import json
 import sys
 from fractions import Fraction
-from collections.abc import Sequence
-
 from collections import namedtuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from capacity.cli import quiet_broken_pipe
 from capacity.bounds import corollary1_counts, corollary2_counts, sharp_capacity
 from capacity.exact import Exact, exact_float, exact_str
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # capacity.latency is imported by the latency mode only, to keep startup fast
-    from capacity.latency import CostModel, LatencyOptimum, LatencyPlan, ReluProxy
 from capacity.optimum import (
     MAX_LISTED_TIES,
     PaperOptimum,
@@ -34,6 +30,9 @@ from capacity.optimum import (
     paper_optimum,
     sharp_optimum,
 )
+
+if TYPE_CHECKING:  # capacity.latency is imported by the latency mode only, to keep startup fast
+    from capacity.latency import CostModel, LatencyOptimum, LatencyPlan, ReluProxy
 
 EXAMPLE = "python -m capacity.optimize --d1 50000 --d2 5000 --budget 10000"
 
