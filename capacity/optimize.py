@@ -14,7 +14,9 @@ import argparse
 import json
 import sys
 from fractions import Fraction
+from collections import namedtuple
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from capacity.cli import quiet_broken_pipe
 from capacity.bounds import corollary1_counts, corollary2_counts, sharp_capacity
@@ -28,6 +30,9 @@ from capacity.optimum import (
     paper_optimum,
     sharp_optimum,
 )
+
+if TYPE_CHECKING:  # capacity.latency is imported by the latency mode only, to keep startup fast
+    from capacity.latency import CostModel, LatencyOptimum, LatencyPlan, ReluProxy
 
 EXAMPLE = "python -m capacity.optimize --d1 50000 --d2 5000 --budget 10000"
 
@@ -57,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", help="total ReLUs to keep (0 <= B <= sum of widths)")
     parser.add_argument("--p", default="2", help="linear pieces of the activation (ReLU: 2, the default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    add_latency_options(parser)
     return parser
 
 
@@ -261,10 +267,277 @@ def render_json(widths: list[int], budget: int, p: int) -> dict:
     return out
 
 
+# --- latency budget: --latency-budget T with --per-relu/--per-layer/--linear or --cost ---
+
+LATENCY_EXAMPLE = ("python -m capacity.optimize --widths 50000,5000 --latency-budget 10000 "
+                   "--per-relu 1 --per-layer 4950")
+#: With more possible numbers of active layers than this, the table shows the ends and the
+#: neighbourhood of the optimum only (each row is an exact product over the layers).
+MAX_PLAN_ROWS = 16
+
+
+class LatencyProblem(namedtuple("LatencyProblem", "widths budget cost p as_json")):
+    """A parsed latency-budget command line (``cost`` is a ``capacity.latency.CostModel``)."""
+
+    __slots__ = ()
+
+
+def add_latency_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the latency-budget mode (numbers: 3, 0.021, 2.5e-4 or 3/4, kept exact)."""
+    group = parser.add_argument_group(
+        "latency budget (instead of --budget)",
+        "Maximise the bounds under linear + sum_l (beta x_l + rho [x_l > 0]) <= T: every kept ReLU "
+        "costs beta, every layer keeping at least one ReLU costs rho. Any time unit, used consistently. "
+        f"Example: {LATENCY_EXAMPLE}")
+    group.add_argument("--latency-budget", metavar="T", help="the latency budget T (>= the linear cost)")
+    group.add_argument("--per-relu", metavar="BETA", help="cost of one kept ReLU (>= 0)")
+    group.add_argument("--per-layer", metavar="RHO", help="cost of a layer that keeps any ReLU (>= 0)")
+    group.add_argument("--linear", metavar="C", help="fixed cost of the linear layers (default 0)")
+    group.add_argument("--cost", metavar="PROFILE.json",
+                       help='the costs from a JSON file {"per_relu": BETA, "per_layer": RHO, "linear": C} '
+                            '("linear" optional; "unit" and "meta" allowed and ignored)')
+
+
+def parse_latency_problem(argv: Sequence[str] | None) -> LatencyProblem | None:
+    """Parse a latency-budget command line; None when --latency-budget is absent.
+
+    Raises:
+        UsageError: with a one-line message (also for latency options without --latency-budget).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    given = [name for name, value in (("--per-relu", args.per_relu), ("--per-layer", args.per_layer),
+                                      ("--linear", args.linear), ("--cost", args.cost)) if value is not None]
+    if args.latency_budget is None:
+        if given:
+            raise UsageError(f"{given[0]} needs --latency-budget T")
+        return None
+    if args.budget is not None:
+        raise UsageError("give either --budget (ReLUs) or --latency-budget (time), not both")
+    # widths, p and --json are checked as for a ReLU budget (0 ReLUs is always a valid one)
+    widths, _, p, as_json = parse_problem([*argv, "--budget", "0"])
+    cost = _cost_from_args(args, given)
+    from capacity.latency import check_latency_problem
+
+    try:
+        widths, budget, cost, p = check_latency_problem(widths, args.latency_budget, cost, p)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return LatencyProblem(widths, budget, cost, p, as_json)
+
+
+def _cost_from_args(args: argparse.Namespace, given: list[str]) -> CostModel:
+    from capacity.latency import cost_model, parse_cost_profile
+
+    try:
+        if args.cost is not None:
+            if len(given) > 1:
+                raise UsageError("give the costs either in --cost PROFILE.json or as --per-relu/--per-layer/"
+                                 "--linear, not both")
+            return parse_cost_profile(_read_profile(args.cost), source=f"cost profile {args.cost}")
+        if args.per_relu is None or args.per_layer is None:
+            raise UsageError("the costs are missing: give --per-relu BETA and --per-layer RHO, or --cost PROFILE.json")
+        return cost_model(args.per_relu, args.per_layer, "0" if args.linear is None else args.linear)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _read_profile(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read cost profile {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"cost profile {path} is not UTF-8 text") from None
+
+
+def latency_report(problem: LatencyProblem, objective: str) -> dict | None:
+    """Everything the command says about one bound under the latency budget (exact values)."""
+    from capacity.latency import (emptying_threshold, latency_paper_optimum, latency_plans,
+                                  latency_sharp_optimum, relu_budget_comparison)
+
+    widths, budget, cost, p, _ = problem
+    if objective == "paper":
+        if len(widths) != 2:
+            return None
+        opt = latency_paper_optimum(widths[0], widths[1], budget, cost, p)
+        plans = latency_plans(widths, budget, cost, p, objective="paper")
+    else:
+        opt = latency_sharp_optimum(widths, budget, cost, p)
+        plans = latency_plans(widths, budget, cost, p, active=_plan_rows(opt, widths, budget, cost))
+    same, proxy = relu_budget_comparison(widths, budget, cost, p, objective, optimum=opt)
+    threshold = None
+    if objective == "sharp" and len(widths) == 2 and cost.per_relu > 0:
+        tau = Fraction(budget - cost.linear) / cost.per_relu
+        threshold = (emptying_threshold(widths[0], widths[1], tau, p), Fraction(cost.per_layer) / cost.per_relu)
+    return {"optimum": opt, "plans": plans, "same_total": same, "proxy": proxy, "threshold": threshold}
+
+
+def _plan_rows(opt: LatencyOptimum, widths: list[int], budget: Exact, cost: CostModel) -> list[int]:
+    """Which k the table shows: all of them, or the ends and the optimum's neighbourhood."""
+    last = min(len(widths), int((Fraction(budget - cost.linear) / (cost.per_relu + cost.per_layer)) // 1))
+    if last + 1 <= MAX_PLAN_ROWS:
+        return list(range(last + 1))
+    best = [plan.active for plan in opt.plans]
+    near = {k + d for k in best for d in range(-3, 4)} | {0, 1, last - 1, last}
+    return sorted(k for k in near if 0 <= k <= last)
+
+
+def _exact_num(value: Exact) -> str:
+    """A cost or a time, exactly: 10,000, 0.021 (a terminating decimal) or 1/3 (~0.333333)."""
+    if isinstance(value, int) or value.denominator == 1:
+        return f"{int(value):,}"
+    den, twos, fives = value.denominator, 0, 0
+    while den % 2 == 0:
+        den, twos = den // 2, twos + 1
+    while den % 5 == 0:
+        den, fives = den // 5, fives + 1
+    if den == 1:  # p / (2^a 5^b) is exactly a decimal with max(a, b) digits
+        digits = max(twos, fives)
+        scaled = abs(value.numerator) * 10**digits // value.denominator
+        whole, frac = divmod(scaled, 10**digits)
+        return f"{'-' if value < 0 else ''}{whole:,}.{frac:0{digits}d}"
+    return f"{exact_str(value)} (~{exact_float(value):.6g})"
+
+
+def _layer_list(layers) -> str:
+    return ", ".join(str(i + 1) for i in layers) or "none"
+
+
+def render_latency_text(problem: LatencyProblem) -> str:
+    """The human-readable latency-budget report."""
+    widths, budget, cost, p, _ = problem
+    kind = "ReLU, p = 2" if p == 2 else f"p = {p} pieces"
+    lines = [f"Optimal retention for widths {tuple(widths)} under a latency budget ({kind})",
+             f"  budget T = {_exact_num(budget)}; per kept ReLU {_exact_num(cost.per_relu)}, per active layer "
+             f"{_exact_num(cost.per_layer)}, linear layers {_exact_num(cost.linear)}",
+             "  (a layer is active when it keeps at least one ReLU)", ""]
+    paper = latency_report(problem, "paper")
+    if paper is None:
+        lines += ["Paper's bound (Corollary 1): stated for two hidden layers only; skipped.", ""]
+    else:
+        lines += _latency_text("Paper's bound (Corollary 1; one of four active sets)", problem, paper) + [""]
+    term = "x_l + 1" if p == 2 else f"{p - 1} x_l + 1"
+    lines += _latency_text(f"Sharp bound (prod_l ({term}) + 1; the k widest layers active, water-filled)",
+                           problem, latency_report(problem, "sharp"))
+    return "\n".join(lines)
+
+
+def _latency_text(title: str, problem: LatencyProblem, rep: dict) -> list[str]:
+    widths, budget = problem.widths, problem.budget
+    opt: LatencyOptimum = rep["optimum"]
+    best = {plan.layers for plan in opt.plans}
+    lines = [title, f"  {'active layers':<22}{'ReLUs affordable':>18}  {'capacity bound':>24}"]
+    for plan in rep["plans"]:
+        label = _layer_list(plan.layers) if opt.objective == "paper" else str(plan.active)
+        mark = "   <- optimum" if plan.layers in best else ""
+        lines.append(f"  {label:<22}{plan.relu_budget:>18,}  {_num(plan.value):>24}{mark}")
+    first = opt.plans[0]
+    lines += _layer_rows(widths, [Fraction(x, d) for x, d in zip(first.retained, widths)], first.retained)
+    lines.append(_ties(opt))
+    lines.append(f"  latency at the optimum: {_exact_num(first.latency)} of {_exact_num(budget)}; capacity "
+                 f"bound {_num(opt.integer_value)}")
+    relaxed = opt.continuous[0]
+    lines.append(f"  relaxation (real counts; layers stay whole): ({', '.join(_exact_num(x) for x in relaxed.retained)}),"
+                 f" bound {_num(relaxed.value)}")
+    lines += _comparison_text(rep, budget)
+    return lines
+
+
+def _comparison_text(rep: dict, budget: Exact) -> list[str]:
+    lines = []
+    for same in rep["same_total"]:
+        kept = ", ".join("(" + ", ".join(f"{v:,}" for v in a) + ")" for a in same.retained)
+        if same.same:
+            lines.append(f"  the ReLU-budget optimum for the same {same.total:,} ReLUs is the same allocation")
+        else:
+            worst = max(same.latency)
+            verdict = (f"over the budget by {_exact_num(worst - budget)}" if worst > budget
+                       else "within the budget, but a different allocation")
+            lines.append(f"  the ReLU-budget optimum for the same {same.total:,} ReLUs, {kept}, costs "
+                         f"{_exact_num(worst)}: {verdict}")
+    proxy = rep["proxy"]
+    lines.append(f"  ReLU-count proxy (the largest ReLU budget whose optimum fits): {proxy.relu_budget:,} ReLUs, "
+                 f"({', '.join(f'{v:,}' for v in proxy.retained)}), capacity bound {_num(proxy.value)}")
+    if rep["threshold"] is not None:
+        th, ratio = rep["threshold"]
+        verdict = "emptying the narrower layer pays" if th.reached(ratio) else "both layers stay"
+        lines.append(f"  two layers: emptying one pays once rho/beta >= {th.approx():,.6g} ({th.regime}; real "
+                     f"counts); here rho/beta = {_exact_num(ratio)}: {verdict}")
+    return lines
+
+
+def render_latency_json(problem: LatencyProblem) -> dict:
+    """The machine-readable latency-budget report: exact numbers as strings, layers 1-based."""
+    widths, budget, cost, p, _ = problem
+    out: dict = {"widths": widths, "p": p, "latency_budget": exact_str(budget),
+                 "cost": {"per_relu": exact_str(cost.per_relu), "per_layer": exact_str(cost.per_layer),
+                          "linear": exact_str(cost.linear)}}
+    for objective in ("paper", "sharp"):
+        rep = latency_report(problem, objective)
+        out[objective] = None if rep is None else _latency_json(rep)
+    return out
+
+
+def _plan_json(plan: LatencyPlan) -> dict:
+    return {"active": plan.active, "layers": [i + 1 for i in plan.layers], "relu_budget": plan.relu_budget,
+            "retained": list(plan.retained), "latency": exact_str(plan.latency), "capacity_bound": plan.value}
+
+
+def _latency_json(rep: dict) -> dict:
+    opt: LatencyOptimum = rep["optimum"]
+    proxy: ReluProxy = rep["proxy"]
+    out = {
+        "integer_retained": [list(a) for a in opt.integer_retained],
+        "integer_ties": opt.integer_ties,
+        "integer_ties_listed_max": MAX_LISTED_TIES,
+        "capacity_bound": opt.integer_value,
+        "active_layers": [i + 1 for i in opt.active_layers],
+        "always_active": [i + 1 for i in opt.always_active],
+        "optima": [_plan_json(plan) for plan in opt.plans],
+        "plans": [_plan_json(plan) for plan in rep["plans"]],
+        "continuous": [{"active": c.active, "layers": [i + 1 for i in c.layers],
+                        "relu_budget": exact_str(c.relu_budget), "retained": _exact_list(c.retained),
+                        "level": None if c.level is None else exact_str(c.level),
+                        "capacity_bound": exact_str(c.value)} for c in opt.continuous],
+        "same_total": [{"total": s.total, "integer_retained": [list(a) for a in s.retained],
+                        "latency": _exact_list(s.latency), "within_budget": s.fits, "same": s.same}
+                       for s in rep["same_total"]],
+        "relu_proxy": {"relu_budget": proxy.relu_budget, "retained": list(proxy.retained),
+                       "latency": exact_str(proxy.latency), "capacity_bound": proxy.value},
+    }
+    if rep["threshold"] is not None:
+        th, ratio = rep["threshold"]
+        out["emptying_threshold"] = {"regime": th.regime, "rational": exact_str(th.rational),
+                                     "surd": exact_str(th.surd), "radicand": exact_str(th.radicand),
+                                     "approx": th.approx(), "ratio": exact_str(ratio), "reached": th.reached(ratio)}
+    return out
+
+
+def print_latency_report(problem: LatencyProblem) -> int:
+    """Print the latency report (text or JSON); return 0."""
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    if limit:  # bounds of many wide layers have more digits than Python prints by default
+        sys.set_int_max_str_digits(0)
+    try:
+        if problem.as_json:
+            print(json.dumps(render_latency_json(problem), indent=2))
+        else:
+            print(render_latency_text(problem))
+    finally:
+        if limit:
+            sys.set_int_max_str_digits(limit)
+    return 0
+
+
 @quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 bad input)."""
     try:
+        latency_problem = parse_latency_problem(argv)
+        if latency_problem is not None:
+            return print_latency_report(latency_problem)
         widths, budget, p, as_json = parse_problem(argv)
     except UsageError as exc:
         print(f"error: {exc} (see --help)", file=sys.stderr)

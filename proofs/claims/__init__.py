@@ -16,6 +16,8 @@ MODULES = (
     "c10_sharp_bound",
     "c11_water_filling",
     "c12_sharp_linearization_vs_pruning",
+    "c20_latency_optimum",
+    "c21_emptying_threshold",
 )
 
 for _name in MODULES:
