@@ -230,6 +230,37 @@ def test_untraceable_model_is_gated_at_run_time():
     assert "forward" not in model.__dict__ and torch.equal(model(x), expected)
 
 
+class InplaceUntraceable(nn.Module):
+    """In-place activations whose effect is only seen through their input, in untraceable code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = self.fc(x) * 1
+        if h.sum() > 1e9:  # data-dependent control flow: fx cannot trace this
+            h = h * 0
+        h.relu_()  # result unused
+        g = h - 0.5
+        F.hardtanh(g, -0.25, 0.25, inplace=True)
+        return g + h
+
+
+def test_in_place_calls_are_gated_in_place_at_run_time():
+    """At c = 1 outputs and gradients are the original's; at c = 0 both calls are linear."""
+    torch.manual_seed(0)
+    model, x = InplaceUntraceable(), torch.randn(6, 3)
+    gated = add_gates(copy.deepcopy(model), example_input=x)
+    assert gating_mechanism(gated)[0] == "runtime" and len(gate_sites(gated)) == 2
+    out0, gx0, gw0 = _grads(model, x)
+    out1, gx1, gw1 = _grads(gated, x)
+    assert torch.equal(out0, out1) and torch.equal(gx0, gx1) and all(torch.equal(gw0[k], gw1[k]) for k in gw0)
+    set_gates(gated, 0.0)
+    h = gated.fc(x)
+    assert torch.allclose(gated(x), 2 * h - 0.5, atol=1e-6)
+
+
 class TrainingBranch(nn.Module):
     """Traceable, but its forward branches on self.training (fx would freeze the branch)."""
 
