@@ -160,7 +160,8 @@ class _LerpFunction(torch.autograd.Function):
     def forward(ctx, z: torch.Tensor, c: torch.Tensor, activation: Activation) -> torch.Tensor:
         ctx.activation = activation
         ctx.save_for_backward(z, c)
-        return torch.lerp(z, activation.apply(z), c)
+        out = activation.apply(z)
+        return torch.lerp(z, out, c, out=out)  # elementwise: writing over the end point is safe
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -168,10 +169,11 @@ class _LerpFunction(torch.autograd.Function):
         activation = ctx.activation
         grad_z = grad_c = None
         if ctx.needs_input_grad[0]:
-            grad_z = torch.lerp(grad, activation.backward(grad, z), c)
+            own = activation.backward(grad, z)
+            grad_z = torch.lerp(grad, own, c, out=own)
         if ctx.needs_input_grad[1]:
             # d/dc lerp(z, a, c) = a - z
-            grad_c = torch.mul(grad, activation.apply(z) - z).sum_to_size(c.shape)
+            grad_c = activation.apply(z).sub_(z).mul_(grad).sum_to_size(c.shape)
         return grad_z, grad_c, None
 
 
