@@ -77,7 +77,8 @@ def _json_object(text: str) -> dict:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"num_classes\": 10}}', got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object like '{{\"num_classes\": 10}}', got {text!r}")
     return value
 
 

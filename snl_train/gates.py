@@ -457,9 +457,9 @@ class _Interceptor(TorchFunctionMode):
         key, _, _, caller = self.sites.key(call)
         name = self.state.keys.get(key)
         if name is None:
-            raise GatingError(f"the {call.short} call at {describe_frame(caller)} was not seen when the model was "
-                              "gated (control flow that depends on the data?); it can be neither "
-                              "gated nor counted")
+            raise GatingError(f"the {call.short} call at {describe_frame(caller)} was not seen when "
+                              "the model was gated (control flow that depends on the data?); it "
+                              "can be neither gated nor counted")
         if name in self.training_only:
             return func(*args, **kwargs)
         module = self.model.get_submodule(f"{GATE_CONTAINER}.{name}")

@@ -183,7 +183,8 @@ class _MobileNetV2Like(nn.Module):
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def mobilenet_v2_like(num_classes: int = 10, in_shape: Sequence[int] = (3, 32, 32), width: int = 8) -> nn.Module:
+def mobilenet_v2_like(num_classes: int = 10, in_shape: Sequence[int] = (3, 32, 32),
+                      width: int = 8) -> nn.Module:
     """MobileNetV2's pattern in small: inverted residuals with ReLU6 (in place) and dropout."""
     return _MobileNetV2Like(num_classes, in_shape[0], width)
 
@@ -211,7 +212,8 @@ class _UntraceableNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
 
 
-def untraceable_net(num_classes: int = 10, in_shape: Sequence[int] = (3, 32, 32), width: int = 8) -> nn.Module:
+def untraceable_net(num_classes: int = 10, in_shape: Sequence[int] = (3, 32, 32),
+                    width: int = 8) -> nn.Module:
     """Data-dependent control flow, a reused ``nn.ReLU``, ``F.relu``, ``F.leaky_relu``,
     ``nn.Hardtanh`` and a block called at two spatial sizes."""
     return _UntraceableNet(num_classes, in_shape[0], width)

@@ -46,7 +46,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = ["Activation", "RELU", "Call", "parse_call", "module_activation", "ReLUSite",
            "trace_relu_sites", "SiteRecord", "Discovery", "discover", "CallSites",
-           "GatingError", "first_sample", "preserved_state", "describe_frame", "UNSUPPORTED_FUNCTIONS", "unique_name", "is_excluded"]
+           "GatingError", "first_sample", "preserved_state", "describe_frame",
+           "UNSUPPORTED_FUNCTIONS", "unique_name", "is_excluded", "hidden_activation_modules",
+           "unsupported_in_graph", "record_calls"]
 
 
 class GatingError(ValueError):
