@@ -115,8 +115,9 @@ def test_module_reused_at_two_shapes_gets_a_gate_per_call():
     assert not torch.equal(model(x), before)
 
 
-def tiny_run(name: str, budget_fraction: float = 0.25):
+def tiny_run(name: str, budget_fraction: float = 0.25, exclude: tuple = ()):
     cfg = digits_defaults(RunConfig(model=name, dataset="random", budget_fraction=budget_fraction))
+    cfg.search.exclude = exclude
     cfg.pretrain.epochs, cfg.search.max_epochs, cfg.finetune.epochs = 1, 2, 1
     cfg.pretrain.batch_size = cfg.search.batch_size = cfg.finetune.batch_size = 16
     data = random_images(SHAPE, num_classes=4, n=32)
@@ -142,3 +143,12 @@ def test_the_reported_budget_is_what_the_trained_model_keeps(name):
     means = [k for k in trainer.model.state_dict() if k.endswith("running_mean")]
     assert means and any(not torch.equal(trainer.model.state_dict()[k], trainer.teacher.state_dict()[k])
                          for k in means)
+
+
+def test_excluded_run_time_sites_stay_plain_and_count_as_kept():
+    """Excluding the in-place body ReLU of a model gated at run time: it keeps all 8x4x4 of
+    its ReLUs, inside the budget, and the recount agrees."""
+    trainer, result = tiny_run("aux_head_net", budget_fraction=0.5, exclude=("body.*",))
+    body = next(layer for layer in result["per_layer"] if layer["name"] == "body.2")
+    assert body["kept"] == body["total"] == 8 * 16
+    assert recount_kept(trainer.model, trainer.example_input) == result["relu_count"] <= result["relu_budget"]
