@@ -26,10 +26,19 @@ gate slopes) is reported separately as ``resident``. Process RSS is not used: it
 interpreter, allocator caching and whatever earlier runs left behind. tracemalloc does not see
 torch's allocations.
 
+The model-zoo table (``--table zoo``) times plain against gated training steps on models
+written the way model zoos write them: torchvision's and timm's when they are importable,
+otherwise the in-repo replicas of their patterns (``snl_train.replicas``: norm-act layers
+with ``self.training`` branches, drop-path, an auxiliary head, MobileNetV2's ReLU6, an
+untraceable model). It names the gating mechanism each model gets (``fx`` or ``runtime``)
+and reports step time and peak step memory of the gated model as ratios to the plain one,
+interleaved and fastest of N as above; the target is 1.10x step time for every model.
+
 Usage::
 
-    python benchmarks/gates.py            # full sizes (a few minutes on 2 cores)
-    python benchmarks/gates.py --quick    # small sizes, seconds
+    python benchmarks/gates.py                # both tables, full sizes (minutes on 2 cores)
+    python benchmarks/gates.py --quick        # small sizes, seconds
+    python benchmarks/gates.py --table zoo    # the model-zoo table only
 """
 
 from __future__ import annotations
@@ -157,6 +166,66 @@ def bench(label: str, base: nn.Module, x: torch.Tensor, classes: int, warmup: in
     return rows
 
 
+def zoo_cases(quick: bool) -> list[tuple[str, callable, torch.Tensor, int]]:
+    """``(label, factory, batch, classes)`` for the model-zoo table: torchvision / timm models
+    when importable, else the in-repo replicas (batch 32 at 32x32, or 8 at 16x16 with quick)."""
+    batch, size = (8, 16) if quick else (32, 32)
+    x = torch.randn(batch, 3, size, size)
+    try:  # optional: model definitions only, no weights are downloaded
+        import torchvision.models as tv
+    except Exception:  # not installed, or its C extension does not load with this torch
+        tv = None
+    if tv is not None:
+        names = ["resnet18", "mobilenet_v2", "densenet121", "regnet_y_400mf", "shufflenet_v2_x1_0"]
+        return [(f"torchvision {n}", lambda n=n: getattr(tv, n)(num_classes=10), x, 10) for n in names]
+    from snl_train.replicas import REPLICAS
+
+    width = 8 if quick else 32
+    return [(f"replica {name} w{width}", lambda f=factory: f(10, (3, size, size), width), x, 10)
+            for name, factory in REPLICAS.items()]
+
+
+def zoo_rows(cases, warmup: int, rounds: int) -> list[dict]:
+    """Plain against gated training steps per model (interleaved, fastest of ``rounds``)."""
+    from snl_train.accounting import count_relus
+    from snl_train.gates import gating_mechanism
+
+    rows = []
+    for label, factory, x, classes in cases:
+        torch.manual_seed(0)
+        plain = factory()
+        gated = add_gates(copy.deepcopy(plain), example_input=x[:1])
+        y = torch.randint(0, classes, (x.shape[0],))
+        models = {"plain": plain.train(), "gated": gated.train()}
+        optimizers = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()}
+        times = {k: [] for k in models}
+        for round_index in range(warmup + rounds):
+            for key, model in models.items():
+                start = time.perf_counter()
+                train_step(model, optimizers[key], x, y)
+                if round_index >= warmup:
+                    times[key].append(time.perf_counter() - start)
+        peaks = {k: step_peak_bytes(m, optimizers[k], x, y) / 2**20 for k, m in models.items()}
+        best = {k: 1000 * min(v) for k, v in times.items()}
+        rows.append({"model": label, "mechanism": gating_mechanism(gated)[0],
+                     "sites": len(gate_sites(gated)), "relus": count_relus(plain, x[:1]),
+                     "plain_ms": best["plain"], "gated_ms": best["gated"],
+                     "time_ratio": best["gated"] / best["plain"], "plain_peak_mb": peaks["plain"],
+                     "gated_peak_mb": peaks["gated"], "peak_ratio": peaks["gated"] / peaks["plain"]})
+    return rows
+
+
+def print_zoo_table(rows: list[dict]) -> None:
+    header = (f"{'model':<32} {'gating':<8} {'sites':>5} {'ReLUs':>8} {'plain ms':>9} {'gated ms':>9} "
+              f"{'x plain':>8} {'peak MB':>8} {'gated MB':>9} {'x plain':>8}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['model']:<32} {r['mechanism']:<8} {r['sites']:>5} {r['relus']:>8} {r['plain_ms']:>9.1f} "
+              f"{r['gated_ms']:>9.1f} {r['time_ratio']:>8.3f} {r['plain_peak_mb']:>8.1f} "
+              f"{r['gated_peak_mb']:>9.1f} {r['peak_ratio']:>8.3f}")
+
+
 def print_table(rows: list[dict]) -> None:
     header = (f"{'model':<22} {'variant':<9} {'median ms':>10} {'best ms':>9} {'x plain':>8} {'peak MB':>9} "
               f"{'x plain':>8} {'resident MB':>12} {'(peak+res) x':>13}")
@@ -174,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="timed steps per variant")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    parser.add_argument("--table", choices=("gates", "zoo", "all"), default="all",
+                        help="the gate-variants table, the model-zoo table, or both (default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,15 +257,21 @@ def main(argv: list[str] | None = None) -> int:
         cases = [("resnet18 b32 32x32", resnet18(100), torch.randn(32, 3, 32, 32), 100),
                  ("mlp 2048x3 b256", MLP(3072, (2048, 2048, 2048), 100), torch.randn(256, 3072), 100)]
         warmup, rounds = 2, args.rounds or 9
-    rows = []
-    for label, model, x, classes in cases:
-        rows += bench(label, model, x, classes, warmup, rounds)
+    rows, zoo = [], []
+    if args.table in ("gates", "all"):
+        for label, model, x, classes in cases:
+            rows += bench(label, model, x, classes, warmup, rounds)
+    if args.table in ("zoo", "all"):
+        zoo = zoo_rows(zoo_cases(args.quick), warmup, rounds)
     if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-              f"{rounds} timed steps per variant")
+        print(json.dumps({"variants": rows, "zoo": zoo}, indent=2))
+        return 0
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{rounds} timed steps per variant")
+    if rows:
         print_table(rows)
+    if zoo:
+        print_zoo_table(zoo)
     return 0
 
 

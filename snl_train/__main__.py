@@ -66,6 +66,20 @@ def _checked(convert, ok, expected: str, requirement: str):
 _nonneg_int = _checked(int, lambda v: v >= 0, "a non-negative integer", ">= 0")
 _positive_float = _checked(float, lambda v: v > 0, "a number", "> 0")
 _fraction = _checked(float, lambda v: 0 <= v <= 1, "a number in [0, 1]", "in [0, 1]")
+_classes = _checked(int, lambda v: v >= 2, "an integer", ">= 2")
+
+
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object like '{{\"num_classes\": 10}}', got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,11 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="mlp",
                    help="mlp, convnet, resnet18, resnet34, wrn22_8 or module:callable (default mlp)")
+    g.add_argument("--model-args", type=_json_object, default={}, metavar="JSON",
+                   help="keyword arguments of a module:callable factory, e.g. "
+                        "'{\"model_name\": \"resnet18\"}' for timm:create_model")
     g.add_argument("--widths", type=_int_list, default=(256, 64),
                    help="hidden widths of the MLP, e.g. 256,64 (default)")
     g.add_argument("--dataset", default="digits", choices=DATASETS, help="default digits")
     g.add_argument("--data-dir", help="directory holding cifar-10-batches-py/, cifar-100-python/ "
                                       "or tiny-imagenet-200/")
+    g.add_argument("--input-shape", type=_int_list, metavar="SHAPE",
+                   help="sample shape of --dataset random, e.g. 3,32,32 (default: 16 features)")
+    g.add_argument("--classes", type=_classes, help="classes of --dataset random (default 2)")
     b = p.add_argument_group("budget (give one)")
     b.add_argument("--budget", metavar="N", type=_nonneg_int, help="ReLUs per sample to keep, e.g. 60")
     b.add_argument("--budget-fraction", metavar="F", type=_fraction,
@@ -131,7 +151,10 @@ def config_from_args(args):
     cfg = RunConfig(model=args.model, widths=args.widths, dataset=args.dataset,
                     data_dir=args.data_dir, budget=args.budget,
                     budget_fraction=args.budget_fraction, seed=args.seed, device=args.device,
-                    num_workers=args.workers)
+                    num_workers=args.workers, model_args=args.model_args,
+                    input_shape=args.input_shape, classes=args.classes)
+    if (args.input_shape or args.classes) and args.dataset != "random":
+        raise ValueError("--input-shape and --classes apply to --dataset random only")
     if args.dataset in SMALL_DATASETS:
         digits_defaults(cfg)
     elif args.dataset == "tiny-imagenet":
@@ -151,6 +174,12 @@ def config_from_args(args):
             raise ValueError("--batch-size must be >= 1")
         p.batch_size = s.batch_size = f.batch_size = args.batch_size
     return cfg
+
+
+def _synthetic(cfg) -> dict:
+    """``load_dataset`` options of the random set from ``--input-shape`` / ``--classes``."""
+    options = {} if cfg.input_shape is None else {"shape": cfg.input_shape}
+    return options if cfg.classes is None else {**options, "num_classes": cfg.classes}
 
 
 @quiet_broken_pipe
@@ -176,6 +205,7 @@ def _run(args) -> int:
     from .checkpoint import CheckpointError
     from .data import DataError, load_dataset
     from .distributed import env_ranks, setup, teardown
+    from .gates import GatingError
     from .models import build_model
     from .trainer import BudgetError, NonFiniteLoss, Trainer, resolve_device
 
@@ -186,14 +216,15 @@ def _run(args) -> int:
     try:
         cfg = config_from_args(args)
         resolve_device(cfg.device)
-        data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
-        build_model(cfg.model, data.num_classes, data.in_shape, cfg.widths)  # validates the name
+        data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, **_synthetic(cfg))
+        build_model(cfg.model, data.num_classes, data.in_shape, cfg.widths,  # validates the name
+                    cfg.model_args)
         env_ranks()  # a malformed torchrun environment is bad input too
     except (ValueError, TypeError, ImportError) as exc:  # DataError is a ValueError
         return bad(str(exc))
 
     def factory():
-        return build_model(cfg.model, data.num_classes, data.in_shape, cfg.widths)
+        return build_model(cfg.model, data.num_classes, data.in_shape, cfg.widths, cfg.model_args)
 
     speak = not args.quiet and _is_rank0()
     out = (lambda line: print(line, flush=True)) if speak else (lambda line: None)
@@ -208,7 +239,7 @@ def _run(args) -> int:
         trainer = Trainer(cfg, factory, data, out_dir=args.out,
                           progress=speak and sys.stderr.isatty(), log=out, dist=ctx)
         result = trainer.run(resume=args.resume)
-    except (BudgetError, CheckpointError, DataError) as exc:
+    except (BudgetError, CheckpointError, DataError, GatingError) as exc:
         return bad(str(exc))
     except NonFiniteLoss as exc:
         if _is_rank0():

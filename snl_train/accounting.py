@@ -1,9 +1,12 @@
 """ReLU counting and the DELPHI online-latency estimate (Section 4 of the paper).
 
-Counts are per input sample. A gated model counts, per site, the ReLUs whose gate slope is
-above ``epsilon`` (a channel-wise slope covers all ``H*W`` ReLUs of its channel); an ungated
-model counts every ReLU call site found the same way :func:`snl_train.gates.add_gates` finds
-them (fx tracing; ``nn.ReLU`` forward hooks if the model cannot be traced).
+Counts are per input sample and cover the whole ReLU family (ReLU, LeakyReLU, ReLU6,
+Hardtanh; :class:`snl_train.sites.Activation`). A gated model counts, per site, the
+activations whose gate slope is above ``epsilon`` (a channel-wise slope covers all ``H*W``
+activations of its channel); an ungated model counts every call that runs in eval mode, found
+by running it (:func:`snl_train.sites.discover`), under the names
+:func:`snl_train.gates.add_gates` gives the sites. Sites reached only in training mode never
+run at inference: they are not counted, and :func:`training_only_counts` lists them.
 """
 
 from __future__ import annotations
@@ -11,105 +14,38 @@ from __future__ import annotations
 import math
 import statistics
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.fx as fx
 import torch.nn as nn
 
 from snl_train.gates import (ReLUGate, eval_forward, is_gated, materialize_gates, site_modules,
-                             trace_relu_sites)
+                             training_only_sites)
+from snl_train.sites import Activation, discover, first_sample, module_activation
 
-__all__ = ["SiteCount", "relu_counts", "count_relus", "total_kept", "online_latency",
-           "SECONDS_PER_1000_RELUS"]
+__all__ = ["SiteCount", "relu_counts", "count_relus", "total_kept", "training_only_counts",
+           "comparison_costs", "online_latency", "SECONDS_PER_1000_RELUS"]
 
 SECONDS_PER_1000_RELUS = 0.021  # DELPHI, measured by the paper (Section 4)
 
 
 @dataclass(frozen=True)
 class SiteCount:
-    """ReLUs at one call site, per input sample: ``total`` evaluated, ``kept`` non-linear."""
+    """Activations at one call site, per input sample: ``total`` evaluated, ``kept`` non-linear.
+
+    ``family`` is the activation (``"relu"``, ``"leaky_relu"``, ``"relu6"``, ``"hardtanh"``).
+    """
 
     name: str
     total: int
     kept: int
-
-
-def _first_sample(example_input: Any) -> Any:
-    if isinstance(example_input, tuple):
-        return tuple(_first_sample(x) for x in example_input)
-    return example_input[:1] if isinstance(example_input, torch.Tensor) else example_input
-
-
-class _ShapeRecorder(fx.Interpreter):
-    """Runs a traced graph and records the output shape of chosen nodes."""
-
-    def __init__(self, gm: fx.GraphModule, nodes: dict[fx.Node, str]) -> None:
-        super().__init__(gm)
-        self.nodes = nodes
-        self.shapes: dict[str, tuple[int, ...]] = {}
-
-    def run_node(self, node: fx.Node) -> Any:
-        result = super().run_node(node)
-        if node in self.nodes:
-            self.shapes[self.nodes[node]] = tuple(result.shape)
-        return result
-
-
-def _ungated_counts_fx(model: nn.Module, gm: fx.GraphModule, sites, example_input) -> list[SiteCount]:
-    recorder = _ShapeRecorder(gm, {site.node: site.name for site in sites})
-    runner = _RunAsForward(model, recorder)
-    eval_forward(runner, _first_sample(example_input))
-    return [SiteCount(site.name, math.prod(recorder.shapes[site.name][1:]),
-                      math.prod(recorder.shapes[site.name][1:])) for site in sites
-            if site.name in recorder.shapes]
-
-
-class _RunAsForward(nn.Module):
-    """Lets :func:`eval_forward` drive an fx Interpreter over ``model``'s modules."""
-
-    def __init__(self, model: nn.Module, recorder: _ShapeRecorder) -> None:
-        super().__init__()
-        self.model = model
-        self.recorder = recorder
-
-    def forward(self, *args: Any) -> Any:
-        return self.recorder.run(*args)
-
-
-def _ungated_counts_hooks(model: nn.Module, example_input: Any) -> list[SiteCount]:
-    counts: list[SiteCount] = []
-    calls: dict[str, int] = {}
-
-    def hook(name):
-        def record(module, inputs, output):
-            k = calls.get(name, 0)
-            calls[name] = k + 1
-            per_sample = math.prod(output.shape[1:])
-            counts.append(SiteCount(name if k == 0 else f"{name}_{k}", per_sample, per_sample))
-        return record
-
-    handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules()
-               if type(m) is nn.ReLU]
-    try:
-        eval_forward(model, _first_sample(example_input))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return counts
+    family: str = "relu"
 
 
 def _ungated_counts(model: nn.Module, example_input: Any) -> list[SiteCount]:
-    try:
-        gm, sites = trace_relu_sites(model)
-    except Exception as error:  # fx raises many kinds of errors for untraceable code
-        warnings.warn(f"relu_counts: torch.fx could not trace {type(model).__name__} "
-                      f"({type(error).__name__}: {error}); counting nn.ReLU module calls only, "
-                      "functional ReLUs are not counted", stacklevel=3)
-        return _ungated_counts_hooks(model, example_input)
-    return _ungated_counts_fx(model, gm, sites, example_input)
+    found = discover(model, example_input, training=False)
+    return [SiteCount(r.name, r.total, r.total, r.activation.family) for r in found.inference]
 
 
 def _gated_counts(model: nn.Module, example_input: Any, epsilon: float) -> list[SiteCount]:
@@ -120,28 +56,29 @@ def _gated_counts(model: nn.Module, example_input: Any, epsilon: float) -> list[
         lambda module, inputs, output: shapes.__setitem__(id(module), tuple(inputs[0].shape[1:])))
         for _, module in sites]
     try:
-        eval_forward(model, _first_sample(example_input))
+        eval_forward(model, first_sample(example_input))
     finally:
         for handle in handles:
             handle.remove()
     counts = []
     for name, gate in sites:
-        if not isinstance(gate, ReLUGate):  # an excluded site: a plain ReLU, all kept
-            total = math.prod(shapes[id(gate)])
-            counts.append(SiteCount(name, total, total))
+        total = math.prod(shapes[id(gate)])
+        family = (gate.activation if isinstance(gate, ReLUGate) else module_activation(gate)).family
+        if not isinstance(gate, ReLUGate):  # an excluded site: a plain activation, all kept
+            counts.append(SiteCount(name, total, total, family))
             continue
         c = gate.c.detach()
-        per_slope = math.prod(shapes[id(gate)]) // c.numel()  # H*W for channel-wise, else 1
-        counts.append(SiteCount(name, c.numel() * per_slope, int((c > epsilon).sum()) * per_slope))
+        per_slope = total // c.numel()  # H*W for channel-wise, else 1
+        counts.append(SiteCount(name, total, int((c > epsilon).sum()) * per_slope, family))
     return counts
 
 
 def relu_counts(model: nn.Module, example_input: Any, epsilon: float = 0.01) -> list[SiteCount]:
-    """Per-site ReLU counts for one input sample, in forward order.
+    """Per-site activation counts for one input sample, in forward order (inference sites only).
 
     Args:
-        model: a gated model (``kept`` = ReLUs whose slope ``c > epsilon``; unshaped gates are
-            shaped first; sites excluded from gating keep all their ReLUs) or an ungated one
+        model: a gated model (``kept`` = activations whose slope ``c > epsilon``; unshaped gates
+            are shaped first; sites excluded from gating keep all theirs) or an ungated one
             (``kept == total``).
         example_input: a batch (only its first sample is run) or a tuple of forward arguments.
         epsilon: threshold on the gate slopes (the paper uses 0.01).
@@ -151,11 +88,13 @@ def relu_counts(model: nn.Module, example_input: Any, epsilon: float = 0.01) -> 
 
     Raises:
         RuntimeError: a gate is never reached by the forward pass.
+        GatingError: an activation runs where it cannot be counted (an ungated model whose
+            activation kernels run outside any Python-level call).
 
     Example:
         >>> from snl_train.models import MLP
         >>> relu_counts(MLP(4, [8, 3], 2), torch.zeros(1, 4))
-        [SiteCount(name='features.2', total=8, kept=8), SiteCount(name='features.4', total=3, kept=3)]
+        [SiteCount(name='features.2', total=8, kept=8, family='relu'), SiteCount(name='features.4', total=3, kept=3, family='relu')]
     """
     if is_gated(model):
         return _gated_counts(model, example_input, epsilon)
@@ -163,7 +102,7 @@ def relu_counts(model: nn.Module, example_input: Any, epsilon: float = 0.01) -> 
 
 
 def count_relus(model: nn.Module, example_input: Any) -> int:
-    """Total ReLUs evaluated per input sample (every site, every gate ignored).
+    """Total ReLU-family activations evaluated per input sample at inference (gates ignored).
 
     Example:
         >>> from snl_train.models import MLP
@@ -174,8 +113,48 @@ def count_relus(model: nn.Module, example_input: Any) -> int:
 
 
 def total_kept(model: nn.Module, example_input: Any, epsilon: float = 0.01) -> int:
-    """ReLUs kept per input sample: gate slopes above ``epsilon`` (all ReLUs if ungated)."""
+    """Activations kept per input sample: gate slopes above ``epsilon`` (all if ungated)."""
     return sum(site.kept for site in relu_counts(model, example_input, epsilon))
+
+
+def training_only_counts(model: nn.Module, example_input: Any = None) -> list[SiteCount]:
+    """Sites reached only in training mode (auxiliary heads ...), with ``kept = 0``.
+
+    They never run at inference, so no budget counts them. A gated model knows them from
+    :func:`snl_train.gates.add_gates`; an ungated one is run in both modes on
+    ``example_input`` (its buffers and RNG states are restored).
+
+    Raises:
+        ValueError: an ungated model and no ``example_input``.
+    """
+    if is_gated(model):
+        records = training_only_sites(model)
+    elif example_input is None:
+        raise ValueError("training_only_counts: an ungated model needs an example_input")
+    else:
+        records = discover(model, example_input).training_only
+    return [SiteCount(r.name, r.total, 0, r.activation.family) for r in records]
+
+
+def comparison_costs(counts: list[SiteCount]) -> dict[str, dict[str, int]]:
+    """Per activation family: sites, activations (total, kept) and the secure comparisons the
+    kept ones cost under MPC (ReLU, LeakyReLU: 1 each; ReLU6, Hardtanh: 2 each).
+
+    Example:
+        >>> comparison_costs([SiteCount("a", 10, 4), SiteCount("b", 6, 3, "relu6")])["relu6"]
+        {'sites': 1, 'total': 6, 'kept': 3, 'comparisons_per_element': 2, 'kept_comparisons': 6}
+    """
+    report: dict[str, dict[str, int]] = {}
+    for site in counts:
+        per = Activation(site.family).comparisons  # one per breakpoint
+        entry = report.setdefault(site.family, {"sites": 0, "total": 0, "kept": 0,
+                                                "comparisons_per_element": per,
+                                                "kept_comparisons": 0})
+        entry["sites"] += 1
+        entry["total"] += site.total
+        entry["kept"] += site.kept
+        entry["kept_comparisons"] += site.kept * per
+    return report
 
 
 def _time_forward(model: nn.Module, example_input: Any, repeats: int, warmup: int) -> float:

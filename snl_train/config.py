@@ -71,6 +71,9 @@ class RunConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    model_args: dict = field(default_factory=dict)  # extra keyword arguments of a model factory
+    input_shape: tuple | None = None  # sample shape of the "random" set, e.g. (3, 32, 32)
+    classes: int | None = None  # classes of the "random" set (default 2)
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (tuples become lists)."""

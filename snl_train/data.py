@@ -89,13 +89,16 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, seed: int
             ``tiny-imagenet-200/`` (ignored for the built-in sets).
         seed: fixes the digits train/test split and the synthetic sets.
         augment: random crop + flip on the CIFAR / Tiny-ImageNet training sets.
-        synthetic: ``n``, ``dim``, ``num_classes`` for "random"; ``n``, ``dim`` for "collinear".
+        synthetic: ``n``, ``dim``, ``num_classes`` for "random" (or ``shape`` instead of ``dim``
+            for samples of any shape, :func:`random_images`); ``n``, ``dim`` for "collinear".
     Raises:
         DataError: unknown name or a missing / malformed data directory.
     """
     if name == "digits":
         return load_digits(seed)
     if name == "random":
+        if "shape" in synthetic:
+            return random_images(seed=seed, **synthetic)
         return random_labels(seed=seed, **synthetic)
     if name == "collinear":
         return collinear_alternating(seed=seed, **synthetic)
@@ -146,6 +149,31 @@ def random_labels(n: int = 256, dim: int = 16, num_classes: int = 2, seed: int =
     y = torch.randint(0, num_classes, (n,), generator=g)
     ds = TensorDataset(x, y)
     return DataBundle(ds, ds, num_classes, (dim,), "random")
+
+
+def random_images(shape=(3, 32, 32), num_classes: int = 10, n: int = 256, seed: int = 0) -> DataBundle:
+    """Image-shaped memorization set: Gaussian samples of ``shape`` with uniformly random labels.
+
+    For trying a model without data (``--dataset random --input-shape 3,32,32 --classes 10``);
+    the test set is the training set.
+
+    Raises:
+        DataError: a shape with a non-positive size, fewer than 2 classes, or ``n < 1``.
+
+    Example:
+        >>> bundle = random_images((3, 8, 8), num_classes=4, n=16)
+        >>> bundle.in_shape, bundle.num_classes, tuple(bundle.train[0][0].shape)
+        ((3, 8, 8), 4, (3, 8, 8))
+    """
+    shape = tuple(int(d) for d in shape)
+    if not shape or any(d < 1 for d in shape) or num_classes < 2 or n < 1:
+        raise DataError(f"random images need positive sizes, at least 2 classes and 1 sample; "
+                        f"got shape {shape}, {num_classes} classes, {n} samples")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((n,) + shape, generator=g)
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    ds = TensorDataset(x, y)
+    return DataBundle(ds, ds, num_classes, shape, "random")
 
 
 def collinear_alternating(n: int = 64, dim: int = 2, seed: int = 0) -> DataBundle:

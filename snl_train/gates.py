@@ -1,52 +1,72 @@
-"""Learnable ReLU gates attached to any ``nn.Module`` (SNL, Section 3 of the paper).
+"""Learnable gates on ReLU-family activations of any ``nn.Module`` (SNL, Section 3 of the paper).
 
-A gate replaces one ReLU *call site* ``relu(z)`` by
+A gate replaces one activation *call site* ``act(z)`` by
 
-* ``variant="linearize"`` (SNL, Eq. 2 / Eq. 6):  ``c * relu(z) + (1 - c) * z = z - c * min(z, 0)``
-* ``variant="zero"`` (Appendix B.2, Eq. 7):        ``c * relu(z)``
+* ``variant="linearize"`` (SNL, Eq. 2 / Eq. 6):  ``c * act(z) + (1 - c) * z``; for ReLU
+  ``z - c * min(z, 0)``
+* ``variant="zero"`` (Appendix B.2, Eq. 7):        ``c * act(z)``
 
 with a learnable slope ``c`` that starts at 1, so a freshly gated model computes exactly what
-the original computed, forward and backward. ``c`` has one entry per neuron
-(``granularity="pixel"``: the shape of ``z`` without its batch dimension) or one per channel
-(``granularity="channel"``: shape ``(C, 1, ..., 1)``, broadcast over the spatial dimensions).
-Its shape comes from the first forward pass; :func:`materialize_gates` runs that pass.
+the original computed, forward and backward; ``c = 0`` makes the site linear (the identity).
+``act`` is ReLU, LeakyReLU (2 linear pieces), ReLU6 or Hardtanh (3 pieces). For the 3-piece
+activations one slope covers both breakpoints: the gate moves the whole activation towards
+the identity, and a linearized site saves both of its comparisons under MPC. Between 0 and 1
+the output is ``torch.lerp(z, act(z), c)``, exact at both ends; the gradient is the same
+interpolation of the identity's and the activation's gradients, so at ``c = 1`` it is
+torch's own gradient bit for bit. ``c`` has one entry per neuron (``granularity="pixel"``: the
+shape of ``z`` without its batch dimension) or one per channel (``granularity="channel"``:
+shape ``(C, 1, ..., 1)``). Its shape comes from the first forward pass;
+:func:`materialize_gates` runs that pass.
 
 The functions come in pairs, like ``torch.nn.utils.prune``: :func:`add_gates` /
 :func:`remove_gates` / :func:`is_gated`. They change the model in place and return it.
 
-How gating works. The model is traced with ``torch.fx``; every ReLU call site (``nn.ReLU``
-modules, also one instance called at several sites, ``F.relu``, ``torch.relu``, ``torch.relu_``,
-``F.relu(inplace=True)``, ``Tensor.relu()``, ``Tensor.relu_()``) becomes a call to its own
-:class:`ReLUGate`. The gates live in a container submodule ``model.snl_gates`` (a site named
-``"layer1.0.relu"`` is ``model.snl_gates.layer1.0.relu``), and the traced forward is bound to the
-model as an instance attribute. The model keeps its class, its submodules and its parameter
-objects; :func:`remove_gates` deletes the container and the instance forward. Gated models
-deep-copy fine; save them with ``state_dict()`` (the generated forward cannot be pickled).
+How sites are found (:mod:`snl_train.sites`) is separate from what a gate computes (here).
+The gates live in a container submodule ``model.snl_gates`` (a site named
+``"layer1.0.relu"`` is ``model.snl_gates.layer1.0.relu``), and an instance-level forward
+routes every activation call to its gate, by one of two mechanisms:
 
-Limitations of tracing (from ``torch.fx``): Python control flow is fixed at trace time (e.g. a
-``if self.training`` branch takes the value it had in :func:`add_gates`), and a ReLU inside a
-``torch.nn`` leaf module that fx does not trace into is not gated (a warning names it). An
-in-place ReLU's effect is carried to later uses of its input, but not through views of it
-(``x[:, :3].relu_()``). A model fx cannot trace at all falls back to replacing its ``nn.ReLU``
-modules, with a warning.
+* ``"fx"``: the model is traced with ``torch.fx`` and every activation node becomes a call to
+  its gate; the generated forward runs with no overhead. Used only when it is faithful: the
+  traced graph is the same in training and eval mode (no ``self.training`` branches frozen
+  into it) and, given ``example_input``, it has exactly the activation calls that run;
+* ``"runtime"``: the model's own forward runs under a ``TorchFunctionMode`` that sends each
+  activation call to the gate of its call site (:class:`snl_train.sites.CallSites`). Python
+  control flow, ``self.training`` branches, randomness (dropout, drop-path), modules reused at
+  several shapes and functional calls in untraceable code all behave as in the original.
+  Sites reached only in training mode (auxiliary heads) keep their plain activation, are not
+  counted, and are listed by :func:`training_only_sites`. A call at a site that was not seen
+  when gating raises :class:`GatingError` rather than run ungated.
+
+Either way the model keeps its class, its submodules and its parameter objects;
+:func:`remove_gates` deletes the container and the instance forward. Gated models deep-copy
+fine; save them with ``state_dict()`` (the generated forward cannot be pickled).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import types
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.nn.parameter import UninitializedParameter
+from torch.overrides import TorchFunctionMode
+
+from .sites import (RELU, Activation, CallSites, Discovery, GatingError, ReLUSite, SiteRecord,
+                    describe_frame, discover, hidden_activation_modules, is_excluded,
+                    module_activation, parse_call, preserved_state, trace_relu_sites,
+                    unsupported_in_graph)
 
 __all__ = [
     "GATE_CONTAINER",
+    "Activation",
+    "GatingError",
+    "NothingToGate",
     "ReLUGate",
     "ReLUSite",
     "add_gates",
@@ -60,6 +80,9 @@ __all__ = [
     "weight_parameters",
     "trace_relu_sites",
     "site_modules",
+    "training_only_sites",
+    "gating_mechanism",
+    "unsupported_activations",
     "eval_forward",
 ]
 
@@ -68,8 +91,9 @@ _STATE_ATTR = "_snl_gating"
 VARIANTS = ("linearize", "zero")
 GRANULARITIES = ("pixel", "channel")
 
-_RELU_FUNCTIONS = {F.relu: False, torch.relu: False, torch.relu_: True, F.relu_: True}
-_RELU_METHODS = {"relu": False, "relu_": True}
+
+class NothingToGate(GatingError):
+    """The model calls no ReLU-family activation at inference: SNL has nothing to linearize."""
 
 
 class _LinearizeFunction(torch.autograd.Function):
@@ -124,14 +148,44 @@ class _FrozenLinearizeFunction(torch.autograd.Function):
         return torch.addcmul(grad, c, r, out=r), None
 
 
+class _LerpFunction(torch.autograd.Function):
+    """``lerp(z, act(z), c)`` for ReLU6, Hardtanh and LeakyReLU, saving only ``z`` and ``c``.
+
+    ``torch.lerp`` returns its end points exactly at ``c = 0`` and ``c = 1``; the backward
+    interpolates torch's own activation gradient the same way, so at ``c = 1`` outputs and
+    gradients are those of the activation bit for bit.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, c: torch.Tensor, activation: Activation) -> torch.Tensor:
+        ctx.activation = activation
+        ctx.save_for_backward(z, c)
+        out = activation.apply(z)
+        return torch.lerp(z, out, c, out=out)  # elementwise: writing over the end point is safe
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        z, c = ctx.saved_tensors
+        activation = ctx.activation
+        grad_z = grad_c = None
+        if ctx.needs_input_grad[0]:
+            own = activation.backward(grad, z)
+            grad_z = torch.lerp(grad, own, c, out=own)
+        if ctx.needs_input_grad[1]:
+            # d/dc lerp(z, a, c) = a - z
+            grad_c = activation.apply(z).sub_(z).mul_(grad).sum_to_size(c.shape)
+        return grad_z, grad_c, None
+
+
 class ReLUGate(nn.Module):
-    """A ReLU with a learnable slope ``c`` per neuron or per channel (initialised to 1).
+    """A ReLU-family activation with a learnable slope ``c`` per neuron or per channel (starts at 1).
 
     Args:
         granularity: ``"pixel"`` (one ``c`` per entry of ``z`` without the batch dimension) or
             ``"channel"`` (one ``c`` per channel, dimension 1 of ``z``).
-        variant: ``"linearize"`` computes ``z - c * min(z, 0)``; ``"zero"`` computes
-            ``c * relu(z)`` (Appendix B.2, Eq. 7).
+        variant: ``"linearize"`` computes ``lerp(z, act(z), c)`` (for ReLU ``z - c * min(z, 0)``);
+            ``"zero"`` computes ``c * act(z)`` (Appendix B.2, Eq. 7).
+        activation: which activation the gate stands for (default ReLU).
 
     Raises:
         ValueError: unknown granularity or variant; on forward, an input without a batch
@@ -144,7 +198,8 @@ class ReLUGate(nn.Module):
         (3, 1, 1)
     """
 
-    def __init__(self, granularity: str = "pixel", variant: str = "linearize") -> None:
+    def __init__(self, granularity: str = "pixel", variant: str = "linearize",
+                 activation: Activation = RELU) -> None:
         super().__init__()
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
@@ -152,6 +207,7 @@ class ReLUGate(nn.Module):
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.granularity = granularity
         self.variant = variant
+        self.activation = activation
         self.c = UninitializedParameter()
 
     @property
@@ -181,14 +237,24 @@ class ReLUGate(nn.Module):
                 f"ReLUGate was shaped for inputs (N, {', '.join(map(str, c.shape))}) "
                 f"({self.granularity}-wise) but got an input of shape {tuple(z.shape)}")
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """The gated activation of ``z``; with ``inplace`` it is written into ``z`` as well."""
         if isinstance(self.c, UninitializedParameter):
             self._materialize(z)
         else:
             self._check_shape(z)
+        if not inplace:
+            return self._gate(z)
+        # An in-place call site: later readers of z must see the result. The gate saves its
+        # input for the backward pass, so it works on a copy that the write cannot change.
+        return z.copy_(self._gate(z.clone() if torch.is_grad_enabled() else z))
+
+    def _gate(self, z: torch.Tensor) -> torch.Tensor:
         c = self.c
         if self.variant == "zero":
-            return torch.relu(z) * c
+            return self.activation.apply(z) * c
+        if self.activation.family != "relu":
+            return _LerpFunction.apply(z, c, self.activation)
         if not c.requires_grad and bool((c <= 1).all()):
             return _FrozenLinearizeFunction.apply(z, c)
         return _LinearizeFunction.apply(z, c)
@@ -212,103 +278,23 @@ class ReLUGate(nn.Module):
 
     def extra_repr(self) -> str:
         shape = tuple(self.c.shape) if self.is_materialized else "unshaped"
-        return f"granularity={self.granularity!r}, variant={self.variant!r}, c={shape}"
-
-
-@dataclass
-class ReLUSite:
-    """One ReLU call site found in a traced model.
-
-    ``name`` is readable and unique: a module's qualified name (``"layer1.0.relu"``, then
-    ``"layer1.0.relu_1"`` for its second call), or the enclosing module's name plus the fx
-    node name for functional and method calls (``"relu_2"``, ``"block.relu"``).
-    ``kind`` is ``"module"``, ``"function"`` or ``"method"``.
-    """
-
-    name: str
-    kind: str
-    inplace: bool
-    node: fx.Node
+        family = "" if self.activation == RELU else f", activation={self.activation}"
+        return f"granularity={self.granularity!r}, variant={self.variant!r}{family}, c={shape}"
 
 
 @dataclass
 class _GatingState:
     """What :func:`add_gates` changed, so :func:`remove_gates` can undo it exactly."""
 
-    mode: str  # "fx": traced forward + gate container; "module": nn.ReLU modules replaced
+    mode: str  # "fx": traced forward; "runtime": the own forward under a call interceptor
     sites: list[str] = field(default_factory=list)  # gated site names, forward order
     all_sites: list[str] = field(default_factory=list)  # gated and excluded, forward order
-    replaced: list[tuple[str, nn.Module]] = field(default_factory=list)  # "module" mode
     saved_forward: Any = None  # an instance-level forward that existed before gating
-
-
-def _relu_kind(node: fx.Node, root: nn.Module) -> tuple[str, bool] | None:
-    """``(kind, inplace)`` if ``node`` is a ReLU call, else None."""
-    if node.op == "call_module":
-        module = root.get_submodule(node.target)
-        if type(module) is nn.ReLU:
-            return "module", bool(module.inplace)
-    elif node.op == "call_function" and node.target in _RELU_FUNCTIONS:
-        inplace = _RELU_FUNCTIONS[node.target]
-        if node.target is F.relu:
-            inplace = bool(node.kwargs.get("inplace", node.args[1] if len(node.args) > 1 else False))
-        return "function", inplace
-    elif node.op == "call_method" and node.target in _RELU_METHODS:
-        return "method", _RELU_METHODS[node.target]
-    return None
-
-
-def _unique_name(name: str, taken: set[str]) -> str:
-    """``name`` or ``name_k``: unique, and neither a dotted prefix of a taken name nor vice versa."""
-
-    def clashes(candidate: str) -> bool:
-        return any(candidate == t or t.startswith(candidate + ".") or candidate.startswith(t + ".")
-                   for t in taken)
-
-    candidate, k = name, 1
-    while clashes(candidate):
-        candidate, k = f"{name}_{k}", k + 1
-    return candidate
-
-
-def _site_base_name(node: fx.Node, kind: str, module_calls: dict[str, int]) -> str:
-    if kind == "module":
-        count = module_calls.get(node.target, 0)
-        module_calls[node.target] = count + 1
-        return node.target if count == 0 else f"{node.target}_{count}"
-    stack = node.meta.get("nn_module_stack") or {}
-    scope = next(reversed(stack)) if stack else ""
-    return f"{scope}.{node.name}" if scope else node.name
-
-
-def trace_relu_sites(model: nn.Module) -> tuple[fx.GraphModule, list[ReLUSite]]:
-    """Trace ``model`` with ``torch.fx`` and list its ReLU call sites in forward order.
-
-    Args:
-        model: any module fx can trace.
-
-    Returns:
-        The traced ``GraphModule`` (sharing the model's leaf modules) and the sites.
-
-    Raises:
-        Exception: whatever ``torch.fx.symbolic_trace`` raises for an untraceable model.
-
-    Example:
-        >>> _, sites = trace_relu_sites(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
-        >>> [s.name for s in sites]
-        ['1']
-    """
-    gm = fx.symbolic_trace(model)
-    sites, taken, module_calls = [], set(), {}
-    for node in gm.graph.nodes:
-        found = _relu_kind(node, gm)
-        if found is None:
-            continue
-        kind, inplace = found
-        name = _unique_name(_site_base_name(node, kind, module_calls), taken)
-        taken.add(name)
-        sites.append(ReLUSite(name, kind, inplace, node))
-    return gm, sites
+    reason: str = ""  # why tracing was not used ("runtime" mode)
+    keys: dict = field(default_factory=dict)  # run-time call key -> site name ("runtime")
+    training_only: list[SiteRecord] = field(default_factory=list)  # plain, never counted
+    unsupported: Counter = field(default_factory=Counter)  # GELU, SiLU, ... seen
+    module_index: Any = None  # (id(model), CallSites index) cache for "runtime"
 
 
 def _relu_input(node: fx.Node) -> Any:
@@ -324,20 +310,29 @@ def _set_nested(container: nn.Module, dotted: str, module: nn.Module) -> None:
     container.add_module(leaf, module)
 
 
-def _is_excluded(name: str, exclude: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)
+def _site_container(sites, granularity: str, variant: str, exclude) -> tuple[nn.Module, list[str]]:
+    """The gate container for ``(name, activation, inplace)`` sites; an excluded site gets the
+    plain torch module of its activation (so it is still called, and counted, as a module)."""
+    container, gated = nn.Module(), []
+    for name, activation, inplace in sites:
+        if is_excluded(name, exclude):
+            _set_nested(container, name, activation.module(inplace))
+        else:
+            _set_nested(container, name, ReLUGate(granularity, variant, activation))
+            gated.append(name)
+    return container, gated
 
 
 def _gate_site(gm: fx.GraphModule, site: ReLUSite, order: dict[fx.Node, int]) -> None:
-    """Replace one ReLU node by a call to its gate (already in the container)."""
+    """Replace one activation node by a call to its gate (already in the container)."""
     graph, node = gm.graph, site.node
     source = _relu_input(node)
     with graph.inserting_after(node):
         gate_node = graph.call_module(f"{GATE_CONTAINER}.{site.name}", (source,))
     node.replace_all_uses_with(gate_node)
     if site.inplace and isinstance(source, fx.Node):
-        # An in-place ReLU also changed its input: later readers of the input must see the
-        # gate's output instead.
+        # An in-place activation also changed its input: later readers of the input must see
+        # the gate's output instead.
         for user in list(source.users):
             if user is not gate_node and order.get(user, -1) > order[node]:
                 user.replace_input_with(source, gate_node)
@@ -370,22 +365,47 @@ def _move_constants(model: nn.Module, gm: fx.GraphModule, container: nn.Module) 
         node.target = f"{GATE_CONTAINER}._constants.{name}"
 
 
-def _warn_hidden_relus(model: nn.Module, gm: fx.GraphModule) -> None:
-    hidden = sorted({node.target for node in gm.graph.nodes if node.op == "call_module"
-                     and not isinstance(gm.get_submodule(node.target), nn.ReLU)
-                     and any(isinstance(m, nn.ReLU) for m in gm.get_submodule(node.target).modules())})
-    if hidden:
-        warnings.warn(f"add_gates: ReLUs inside the leaf module(s) {hidden} are not traced into "
-                      "and stay ungated", stacklevel=3)
+def _trace_in_mode(model: nn.Module, training: bool) -> tuple[fx.GraphModule, list[ReLUSite]]:
+    # fx runs the forward's Python code on real buffers, so tracing can update them, and it
+    # stores the tensor constants it makes on the model (the graph module keeps its own).
+    attributes = set(model.__dict__)
+    try:
+        with preserved_state(model, training):
+            return trace_relu_sites(model)
+    finally:
+        for name in set(model.__dict__) - attributes:
+            del model.__dict__[name]
+
+
+def _fx_plan(model: nn.Module, discovery: Discovery | None):
+    """``(graph, sites)`` when tracing gates ``model`` faithfully, else the reason it does not."""
+    try:
+        gm, sites = _trace_in_mode(model, False)
+        train_gm, _ = _trace_in_mode(model, True)
+    except Exception as error:  # fx raises many kinds of errors for untraceable code
+        first = (str(error).strip().splitlines() or [""])[0]
+        return f"torch.fx cannot trace it ({type(error).__name__}: {first[:200]})"
+    if gm.code != train_gm.code:
+        return "its traced forward differs between training and eval mode"
+    if discovery is None:
+        hidden = hidden_activation_modules(gm)
+        if hidden:
+            return f"tracing does not reach the activations inside the leaf modules {hidden}"
+        return gm, sites
+    if discovery.training_only:
+        return "some activations run only in training mode"
+    traced = [(s.name, s.activation) for s in sites]
+    ran = [(r.name, r.activation) for r in discovery.inference]
+    if traced != ran:
+        return (f"the traced graph has {len(traced)} activation calls where {len(ran)} run "
+                "(some are inside modules fx does not trace into)")
+    return gm, sites
 
 
 def _add_gates_fx(model, gm, sites, granularity, variant, exclude) -> _GatingState:
-    container = nn.Module()
-    gated = [site for site in sites if not _is_excluded(site.name, exclude)]
-    for site in sites:
-        # An excluded site calls a plain nn.ReLU in the container, so it can still be counted.
-        excluded = _is_excluded(site.name, exclude)
-        _set_nested(container, site.name, nn.ReLU() if excluded else ReLUGate(granularity, variant))
+    # In-place sites are rewired in the graph, so every site's module works out of place.
+    container, gated = _site_container([(s.name, s.activation, False) for s in sites],
+                                       granularity, variant, exclude)
     gm.add_module(GATE_CONTAINER, container)
     order = {node: i for i, node in enumerate(gm.graph.nodes)}
     for site in sites:
@@ -393,8 +413,7 @@ def _add_gates_fx(model, gm, sites, granularity, variant, exclude) -> _GatingSta
     _move_constants(model, gm, container)
     gm.graph.lint()
     gm.recompile()
-    _warn_hidden_relus(model, gm)
-    state = _GatingState("fx", [site.name for site in gated], [site.name for site in sites],
+    state = _GatingState("fx", gated, [site.name for site in sites],
                          saved_forward=model.__dict__.get("forward"))
     model.add_module(GATE_CONTAINER, container)
     # The generated code only reads attributes by their qualified names, which resolve on
@@ -403,37 +422,121 @@ def _add_gates_fx(model, gm, sites, granularity, variant, exclude) -> _GatingSta
     return state
 
 
-def _add_gates_modules(model, granularity, variant, exclude, reason) -> _GatingState:
-    state = _GatingState("module")
-    for path, module in list(model.named_modules(remove_duplicate=False)):
-        if type(module) is not nn.ReLU or not path:
-            continue
-        state.all_sites.append(path)
-        if _is_excluded(path, exclude):
-            continue
-        parent_path, _, attr = path.rpartition(".")
-        model.get_submodule(parent_path).add_module(attr, ReLUGate(granularity, variant))
-        state.replaced.append((path, module))
-        state.sites.append(path)
-    warnings.warn(
-        f"add_gates: torch.fx could not trace {type(model).__name__} ({reason}); only its "
-        f"{len(state.sites)} nn.ReLU module(s) were gated. Functional ReLUs (F.relu, torch.relu, "
-        "Tensor.relu) in its forward are NOT gated, and an nn.ReLU called at several sites "
-        "shares one gate.", stacklevel=3)
+def _add_gates_runtime(model, discovery: Discovery, granularity, variant, exclude,
+                       reason: str) -> _GatingState:
+    inference = discovery.inference
+    container, gated = _site_container([(r.name, r.activation, r.inplace) for r in inference],
+                                       granularity, variant, exclude)
+    keys = {r.key: r.name for r in inference + discovery.training_only}
+    state = _GatingState("runtime", gated, [r.name for r in inference],
+                         saved_forward=model.__dict__.get("forward"), reason=reason, keys=keys,
+                         training_only=list(discovery.training_only))
+    model.add_module(GATE_CONTAINER, container)
+    model.forward = types.MethodType(_runtime_forward, model)
     return state
+
+
+class _Interceptor(TorchFunctionMode):
+    """Sends each ReLU-family call of a gated model's forward to the module of its site."""
+
+    def __init__(self, model: nn.Module, state: _GatingState) -> None:
+        super().__init__()
+        self.model, self.state = model, state
+        index = state.module_index
+        if index is None or index[0] != id(model):
+            # A deep copy carries the original's index: rebuild it for this model.
+            index = state.module_index = (id(model), CallSites.index(model))
+        self.sites = CallSites(model, _STOP, index[1])
+        self.training_only = {r.name for r in state.training_only}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        call = parse_call(func, args, kwargs)
+        if call is None:
+            return func(*args, **kwargs)
+        key, _, _, caller = self.sites.key(call)
+        name = self.state.keys.get(key)
+        if name is None:
+            raise GatingError(f"the {call.short} call at {describe_frame(caller)} was not seen when "
+                              "the model was gated (control flow that depends on the data?); it "
+                              "can be neither gated nor counted")
+        if name in self.training_only:
+            return func(*args, **kwargs)
+        module = self.model.get_submodule(f"{GATE_CONTAINER}.{name}")
+        if isinstance(module, ReLUGate):
+            if module.activation == call.activation:
+                return module(call.input, inplace=call.inplace)
+        elif module_activation(module) == call.activation and module.inplace == call.inplace:
+            return module(call.input)  # an excluded site: the plain activation module
+        raise GatingError(f"site {name!r} ({describe_frame(caller)}) was gated for another call: "
+                          f"now {call.activation}{' in place' if call.inplace else ''}")
+
+
+def _sequential_forward(model: nn.Sequential, x: Any) -> Any:
+    """``nn.Sequential.forward`` without the gate container (a child it would otherwise call)."""
+    for name, module in model._modules.items():
+        if name != GATE_CONTAINER:
+            x = module(x)
+    return x
+
+
+def _own_forward(model: nn.Module) -> Any:
+    """What runs the model's own forward once gated (None: calling the model itself)."""
+    if type(model).forward is nn.Sequential.forward and "forward" not in model.__dict__:
+        return types.MethodType(_sequential_forward, model)
+    return None
+
+
+def _runtime_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """The instance forward of a model gated at run time: its own forward, intercepted."""
+    state = self.__dict__[_STATE_ATTR]
+    with _Interceptor(self, state):
+        if state.saved_forward is not None:
+            return state.saved_forward(*args, **kwargs)
+        if type(self).forward is nn.Sequential.forward:
+            return _sequential_forward(self, *args, **kwargs)
+        return type(self).forward(self, *args, **kwargs)
+
+
+_STOP = frozenset({_runtime_forward.__code__})
+
+
+def _nothing_to_gate(model: nn.Module, discovery: Discovery | None, unsupported: Counter) -> NothingToGate:
+    extra = []
+    if unsupported:
+        extra.append("it calls " + ", ".join(f"{k} x{v}" for k, v in sorted(unsupported.items()))
+                     + ", which SNL gates cannot linearize")
+    if discovery is not None and discovery.training_only:
+        extra.append(f"{len(discovery.training_only)} activation site(s) run only in training mode")
+    detail = f" ({'; '.join(extra)})" if extra else ""
+    return NothingToGate(f"{type(model).__name__} has no ReLU, ReLU6, Hardtanh or LeakyReLU "
+                         f"that runs at inference, so SNL has nothing to linearize{detail}")
+
+
+def _warn_unsupported(model: nn.Module, unsupported: Counter) -> None:
+    if unsupported:
+        listed = ", ".join(f"{k} x{v}" for k, v in sorted(unsupported.items()))
+        warnings.warn(f"add_gates: {type(model).__name__} also calls {listed}: activations SNL "
+                      "gates cannot linearize; they are neither gated nor counted in the ReLU budget",
+                      stacklevel=3)
 
 
 def add_gates(model: nn.Module, granularity: str = "pixel", variant: str = "linearize",
               exclude: Iterable[str] = (), example_input: Any = None) -> nn.Module:
-    """Put a learnable :class:`ReLUGate` at every ReLU call site of ``model`` (in place).
+    """Put a learnable :class:`ReLUGate` at every ReLU-family call site of ``model`` (in place).
+
+    With ``example_input`` the model is run (eval mode, then training mode; its buffers and
+    the RNG states are restored) to find what actually runs, and traced gating is used only
+    if it matches; otherwise the calls are gated at run time (see the module docstring).
+    Without it, the model must be traceable faithfully by ``torch.fx``.
 
     Args:
         model: the network; it keeps its class and parameter objects.
         granularity: ``"pixel"`` or ``"channel"`` (see :class:`ReLUGate`).
         variant: ``"linearize"`` (SNL) or ``"zero"`` (Appendix B.2).
-        exclude: fnmatch patterns; sites whose name matches one keep their plain ReLU.
-        example_input: if given, a batch (or tuple of forward arguments) used to shape the
-            gates at once via :func:`materialize_gates`.
+        exclude: fnmatch patterns; sites whose name matches one keep their plain activation.
+        example_input: a batch (or tuple of forward arguments) used to find the sites and to
+            shape the gates at once via :func:`materialize_gates`.
 
     Returns:
         ``model`` itself, gated. Its new child ``snl_gates`` holds the gates; for a root
@@ -442,10 +545,12 @@ def add_gates(model: nn.Module, granularity: str = "pixel", variant: str = "line
     Raises:
         ValueError: the model is already gated, has an attribute named ``snl_gates``, or the
             granularity/variant is unknown.
+        NothingToGate: no ReLU-family activation runs at inference.
+        GatingError: an activation cannot be gated or counted (the message names it), or
+            tracing is not faithful and no ``example_input`` was given.
 
     Warns:
-        UserWarning: if fx cannot trace the model (then only ``nn.ReLU`` modules are gated), or
-            if ReLU modules hide inside untraced leaf modules.
+        UserWarning: the model also calls activations SNL cannot linearize (GELU, SiLU, ...).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -459,13 +564,25 @@ def add_gates(model: nn.Module, granularity: str = "pixel", variant: str = "line
     if hasattr(model, GATE_CONTAINER):
         raise ValueError(f"add_gates: the model already has an attribute {GATE_CONTAINER!r}")
     exclude = tuple(exclude)
-    try:
-        gm, sites = trace_relu_sites(model)
-    except Exception as error:  # fx raises many kinds of errors for untraceable code
-        state = _add_gates_modules(model, granularity, variant, exclude, f"{type(error).__name__}: {error}")
+    # A Sequential is run as it will run once gated, so its call sites get the same keys.
+    discovery = (discover(model, example_input, forward=_own_forward(model))
+                 if example_input is not None else None)
+    plan = _fx_plan(model, discovery)
+    traced = not isinstance(plan, str)
+    unsupported = discovery.unsupported if discovery is not None else (
+        unsupported_in_graph(plan[0]) if traced else Counter())
+    if (discovery is not None and not discovery.inference) or (discovery is None and traced and not plan[1]):
+        raise _nothing_to_gate(model, discovery, unsupported)
+    if traced:
+        state = _add_gates_fx(model, *plan, granularity, variant, exclude)
+    elif discovery is None:
+        raise GatingError(f"add_gates: {type(model).__name__} cannot be gated by tracing: {plan}; "
+                          "pass example_input so its activation calls are found at run time")
     else:
-        state = _add_gates_fx(model, gm, sites, granularity, variant, exclude)
+        state = _add_gates_runtime(model, discovery, granularity, variant, exclude, plan)
+    state.unsupported = unsupported
     object.__setattr__(model, _STATE_ATTR, state)
+    _warn_unsupported(model, unsupported)
     if example_input is not None:
         materialize_gates(model, example_input)
     return model
@@ -502,15 +619,10 @@ def remove_gates(model: nn.Module) -> nn.Module:
         False
     """
     state = _state(model)
-    if state.mode == "fx":
-        del model.__dict__["forward"]
-        if state.saved_forward is not None:
-            model.forward = state.saved_forward
-        delattr(model, GATE_CONTAINER)
-    else:
-        for path, original in state.replaced:
-            parent_path, _, attr = path.rpartition(".")
-            model.get_submodule(parent_path).add_module(attr, original)
+    del model.__dict__["forward"]
+    if state.saved_forward is not None:
+        model.forward = state.saved_forward
+    delattr(model, GATE_CONTAINER)
     del model.__dict__[_STATE_ATTR]
     return model
 
@@ -518,26 +630,50 @@ def remove_gates(model: nn.Module) -> nn.Module:
 def gate_sites(model: nn.Module) -> list[tuple[str, ReLUGate]]:
     """``(site name, gate)`` pairs of a gated model, in forward order.
 
-    (For a model fx could not trace, the order is module-registration order.)
-
     Raises:
         ValueError: the model is not gated.
     """
     state = _state(model)
-    prefix = f"{GATE_CONTAINER}." if state.mode == "fx" else ""
-    return [(name, model.get_submodule(prefix + name)) for name in state.sites]
+    return [(name, model.get_submodule(f"{GATE_CONTAINER}.{name}")) for name in state.sites]
 
 
 def site_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every ReLU site of a gated model in forward order: its :class:`ReLUGate`, or the plain
-    ``nn.ReLU`` that an excluded site calls.
+    """Every inference site of a gated model in forward order: its :class:`ReLUGate`, or the
+    plain activation module that an excluded site calls.
 
     Raises:
         ValueError: the model is not gated.
     """
     state = _state(model)
-    prefix = f"{GATE_CONTAINER}." if state.mode == "fx" else ""
-    return [(name, model.get_submodule(prefix + name)) for name in state.all_sites]
+    return [(name, model.get_submodule(f"{GATE_CONTAINER}.{name}")) for name in state.all_sites]
+
+
+def training_only_sites(model: nn.Module) -> list[SiteRecord]:
+    """Sites of a gated model reached only in training mode: left plain and never counted.
+
+    Raises:
+        ValueError: the model is not gated.
+    """
+    return list(_state(model).training_only)
+
+
+def gating_mechanism(model: nn.Module) -> tuple[str, str]:
+    """``("fx", "")`` or ``("runtime", why tracing was not used)`` for a gated model.
+
+    Raises:
+        ValueError: the model is not gated.
+    """
+    state = _state(model)
+    return state.mode, state.reason
+
+
+def unsupported_activations(model: nn.Module) -> dict[str, int]:
+    """Activations SNL cannot linearize that a gated model calls (name -> calls per forward).
+
+    Raises:
+        ValueError: the model is not gated.
+    """
+    return dict(_state(model).unsupported)
 
 
 def eval_forward(model: nn.Module, example_input: Any) -> Any:

@@ -255,45 +255,68 @@ def _load_factory(spec: str) -> Callable[..., nn.Module]:
     return factory
 
 
-def _call_factory(factory: Callable[..., nn.Module], spec: str, **options) -> nn.Module:
-    """Call a user factory with those of ``options`` its signature accepts."""
+def _call_factory(factory: Callable[..., nn.Module], spec: str, options: dict,
+                  model_args: dict) -> nn.Module:
+    """Call a user factory with the ``options`` it names as parameters, plus ``model_args``.
+
+    A factory that only takes ``**kwargs`` (torchvision's, timm's) passes them on to a model
+    class, so of the options it gets only ``num_classes``, the one that model zoos share.
+    ``model_args`` (the user's own) are passed as given and win over the options.
+    """
     try:
         parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         parameters = {}
-    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    kwargs = {k: v for k, v in options.items() if v is not None and (takes_all or k in parameters)}
-    model = factory(**kwargs)
+    named = {k for k, p in parameters.items()
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    kwargs = {k: v for k, v in options.items()
+              if v is not None and (k in named or (takes_any and k == "num_classes"))}
+    kwargs.update(model_args)
+    try:
+        model = factory(**kwargs)
+    except (TypeError, ValueError, RuntimeError, KeyError) as error:
+        arguments = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"model factory {spec}({arguments}) failed: {type(error).__name__}: "
+                         f"{first}") from error
     if not isinstance(model, nn.Module):
         raise ValueError(f"model factory {spec!r} returned {type(model).__name__}, expected an nn.Module")
     return model
 
 
 def build_model(name: str, num_classes: int, in_shape: Sequence[int],
-                widths: Sequence[int] | None = None) -> nn.Module:
+                widths: Sequence[int] | None = None, model_args: dict | None = None) -> nn.Module:
     """Build a network by name.
 
     Args:
         name: ``"mlp"``, ``"convnet"``, ``"resnet18"``, ``"resnet34"``, ``"wrn22_8"``, or
-            ``"package.module:callable"`` for a user factory (called with whichever of
-            ``num_classes``, ``in_shape``, ``widths`` it accepts as keywords).
+            ``"package.module:callable"`` for a user factory, called with whichever of
+            ``num_classes``, ``in_shape``, ``widths`` it names as parameters (a factory taking
+            only ``**kwargs``, like ``torchvision.models:resnet18``, gets ``num_classes``),
+            plus ``model_args``.
         num_classes: output size.
         in_shape: shape of one input sample, e.g. ``(3, 32, 32)`` or ``(64,)``.
         widths: hidden widths for ``"mlp"`` (default ``(256, 256)``); for ``"convnet"`` the
             first value is the base channel width (default 16).
+        model_args: keyword arguments for a user factory (e.g. ``{"model_name": "resnet18"}``
+            for ``timm:create_model``); not allowed with the built-in names.
 
     Returns:
         A freshly initialised ``nn.Module``.
 
     Raises:
-        ValueError: unknown name, or a user factory that cannot be imported or does not
-            return a module.
+        ValueError: unknown name, ``model_args`` for a built-in model, or a user factory that
+            cannot be imported, fails on its arguments or does not return a module.
 
     Example:
         >>> build_model("mlp", 10, (1, 8, 8), widths=[32])(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
     in_shape = tuple(int(d) for d in in_shape)
+    model_args = dict(model_args or {})
+    if model_args and ":" not in name:
+        raise ValueError(f"model arguments are for a 'module:callable' factory, not for {name!r}")
     if name == "mlp":
         return MLP(math.prod(in_shape), tuple(widths) if widths is not None else (256, 256), num_classes)
     if name == "convnet":
@@ -302,6 +325,6 @@ def build_model(name: str, num_classes: int, in_shape: Sequence[int],
     if name in builders:
         return builders[name](num_classes, in_shape[0])
     if ":" in name:
-        return _call_factory(_load_factory(name), name, num_classes=num_classes,
-                             in_shape=in_shape, widths=widths)
+        options = {"num_classes": num_classes, "in_shape": in_shape, "widths": widths}
+        return _call_factory(_load_factory(name), name, options, model_args)
     raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES} or 'module:callable'")

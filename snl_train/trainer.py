@@ -45,10 +45,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .accounting import online_latency, relu_counts
+from .accounting import comparison_costs, online_latency, relu_counts, training_only_counts
 from .checkpoint import FORMAT, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RunConfig
-from .gates import add_gates, freeze_gates, gate_parameters, gate_sites, is_gated, weight_parameters
+from .gates import (add_gates, freeze_gates, gate_parameters, gate_sites, gating_mechanism, is_gated,
+                    remove_gates, unsupported_activations, weight_parameters)
 
 STAGES = ("pretrain", "search", "finetune", "done")
 
@@ -331,17 +332,22 @@ class Trainer:
             torch.manual_seed(self.config.seed + 1_000_003 * (self.dist.rank + 1))
         self.site_totals = relu_counts(self.model, self.example_input)
         self.total = relu_total = sum(s.total for s in self.site_totals)
+        self._probe_gates()  # a model that cannot be gated is refused now, not after pretraining
         self.budget = resolve_budget(relu_total, self.config.budget, self.config.budget_fraction)
-        if self.config.search.exclude:  # fail now, not after pretraining
-            probe = copy.deepcopy(self.model)
-            self._add_gates(probe)
-            self._check_excluded(probe)
+        if self.config.search.exclude:
+            self._add_gates(self.model)
+            try:
+                self._check_excluded(self.model)
+            finally:
+                remove_gates(self.model)
         if self.out_dir is not None and self.writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._path("metrics.jsonl").write_text("")
         self._make_optimizer()
+        training_only = sum(s.total for s in self.training_only)
         self.log(f"{self.data.name}: {len(self.data.train)} train / {len(self.data.test)} test; "
-                 f"{self.config.model} with {relu_total} ReLUs, budget {self.budget}")
+                 f"{self.config.model} with {relu_total} ReLUs, budget {self.budget}"
+                 + (f" ({training_only} more run only in training, not counted)" if training_only else ""))
         self._checkpoint()
 
     def _advance(self) -> None:
@@ -415,19 +421,29 @@ class Trainer:
         if self.dist is not None and self.optimizer is not None:
             self.train_module = self.dist.wrap(self.model, self.example_input)
 
+    def _probe_gates(self) -> None:
+        """Gate the model once and remove the gates again: refuses a model with nothing to gate
+        or an activation that cannot be covered (GatingError) before any training, and notes
+        the sites that run only in training, unsupported activations and the mechanism."""
+        self._add_gates(self.model)
+        try:
+            self.training_only = training_only_counts(self.model)
+            self.unsupported = unsupported_activations(self.model)
+            self.mechanism = gating_mechanism(self.model)
+        finally:
+            remove_gates(self.model)
+
     def _site_counts(self) -> list:
-        """Per-site counts; sites left ungated (``exclude``) count all their ReLUs as kept."""
+        """Per-site counts of what runs at inference; excluded sites count all theirs as kept."""
         if not is_gated(self.model):
             return list(self.site_totals)  # an ungated model keeps every ReLU
-        gated = {s.name: s for s in relu_counts(self.model, self.example_input,
-                                                self.config.search.epsilon)}
-        known = {s.name for s in self.site_totals}
-        return ([gated.get(s.name, s) for s in self.site_totals]
-                + [s for name, s in gated.items() if name not in known])
+        return relu_counts(self.model, self.example_input, self.config.search.epsilon)
 
     def _excluded_relus(self, model=None) -> int:
-        gated = {name for name, _ in gate_sites(model if model is not None else self.model)}
-        return sum(s.total for s in self.site_totals if s.name not in gated)
+        """ReLUs at the sites of a gated model that are left plain (``exclude``)."""
+        model = model if model is not None else self.model
+        gated = {name for name, _ in gate_sites(model)}
+        return sum(s.total for s in relu_counts(model, self.example_input) if s.name not in gated)
 
     def _check_excluded(self, model) -> None:
         excluded = self._excluded_relus(model)
@@ -474,7 +490,7 @@ class Trainer:
     def _restore(self, state: dict) -> None:
         saved = RunConfig.from_dict(state["config"]).to_dict()
         mine = self.config.to_dict()
-        for key in ("model", "widths", "dataset", "seed"):
+        for key in ("model", "widths", "dataset", "seed", "model_args", "input_shape", "classes"):
             if saved[key] != mine[key]:
                 raise CheckpointError(f"checkpoint is for {key}={saved[key]!r}, "
                                       f"this run has {key}={mine[key]!r}")
@@ -487,6 +503,7 @@ class Trainer:
         self.stage, self.epoch = state["stage"], int(state["epoch"])
         self.model = self.model_factory().to(self.device)
         self.site_totals = relu_counts(self.model, self.example_input)
+        self._probe_gates()
         if state.get("teacher") is not None:
             self.teacher = self.model_factory().to(self.device)
             self._load(self.teacher, state["teacher"], "teacher")
@@ -536,7 +553,14 @@ class Trainer:
             "relu_budget": self.budget, "relu_count": kept,
             "relu_count_before": self.relu_count_before, "relu_total": self.total,
             "budget_reached_by_search": self.budget_reached,
-            "per_layer": [{"name": s.name, "total": s.total, "kept": s.kept} for s in counts],
+            "per_layer": [{"name": s.name, "family": s.family, "total": s.total, "kept": s.kept}
+                          for s in counts],
+            # Secure comparisons under MPC: 1 per ReLU / LeakyReLU, 2 per ReLU6 / Hardtanh.
+            "activation_families": comparison_costs(counts),
+            "training_only_sites": [{"name": s.name, "family": s.family, "total": s.total}
+                                    for s in self.training_only],
+            "unsupported_activations": self.unsupported,
+            "gating": {"mechanism": self.mechanism[0], "reason": self.mechanism[1]},
             "test_accuracy": self._evaluate(self.model),
             "teacher_test_accuracy": self._evaluate(self.teacher),
             "online_latency_s": latency["total_seconds"],

@@ -7,8 +7,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from snl_train.accounting import SiteCount, count_relus, online_latency, relu_counts, total_kept
-from snl_train.gates import add_gates, gate_sites, remove_gates
+from snl_train.accounting import (SiteCount, comparison_costs, count_relus, online_latency, relu_counts,
+                                  total_kept, training_only_counts)
+from snl_train.gates import GatingError, add_gates, gate_sites, remove_gates
 from snl_train.models import MLP, BasicBlock, SmallConvNet
 
 
@@ -87,10 +88,10 @@ class Untraceable(nn.Module):
         return F.relu(self.relu(self.relu(x)))
 
 
-def test_untraceable_model_counts_module_calls_with_warning():
-    with pytest.warns(UserWarning, match="functional ReLUs are not counted"):
-        counts = relu_counts(Untraceable(), torch.zeros(1, 2, 3))
-    assert [(c.name, c.total) for c in counts] == [("relu", 6), ("relu_1", 6)]
+def test_untraceable_model_counts_every_call_that_runs():
+    """Without tracing, each call of the reused nn.ReLU and the F.relu call are counted."""
+    counts = relu_counts(Untraceable(), torch.zeros(1, 2, 3))
+    assert [(c.name, c.total) for c in counts] == [("relu", 6), ("relu_1", 6), ("relu_2", 6)]
 
 
 def test_online_latency_adds_relu_cost_to_measured_plaintext_time():
@@ -123,3 +124,55 @@ def test_excluded_sites_count_as_kept():
     for _, gate in gate_sites(model):
         gate.c.data.zero_()
     assert [(c.total, c.kept) for c in relu_counts(model, x)] == [(72, 72), (18, 0), (5, 0)]
+
+
+class Family(nn.Module):
+    """ReLU6 (in place, as MobileNetV2), LeakyReLU and ReLU at sites of different sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act1 = nn.Linear(3, 6), nn.ReLU6(inplace=True)
+        self.fc2, self.fc3 = nn.Linear(6, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc3(F.leaky_relu(self.fc2(self.act1(self.fc1(x))), 0.2)).relu()
+
+
+def test_every_family_member_is_counted_with_its_comparison_cost():
+    """ReLU6 / Hardtanh cost 2 secure comparisons per kept activation, ReLU / LeakyReLU 1."""
+    model, x = Family(), torch.zeros(2, 3)
+    assert relu_counts(model, x) == [SiteCount("act1", 6, 6, "relu6"),
+                                     SiteCount("leaky_relu", 4, 4, "leaky_relu"),
+                                     SiteCount("relu", 2, 2, "relu")]
+    add_gates(model, example_input=x)
+    with torch.no_grad():
+        gate_sites(model)[0][1].c[:4] = 0
+        gate_sites(model)[1][1].c[:1] = 0
+    costs = comparison_costs(relu_counts(model, x))
+    assert costs == {
+        "relu6": {"sites": 1, "total": 6, "kept": 2, "comparisons_per_element": 2, "kept_comparisons": 4},
+        "leaky_relu": {"sites": 1, "total": 4, "kept": 3, "comparisons_per_element": 1, "kept_comparisons": 3},
+        "relu": {"sites": 1, "total": 2, "kept": 2, "comparisons_per_element": 1, "kept_comparisons": 2}}
+
+
+def test_sites_reached_only_in_training_are_listed_not_counted():
+    from snl_train.replicas import aux_head_net
+
+    torch.manual_seed(0)
+    model, x = aux_head_net(3, (3, 8, 8), width=2), torch.zeros(1, 3, 8, 8)
+    assert [c.name for c in relu_counts(model, x)] == ["stem.2", "body.2"]
+    assert training_only_counts(model, x) == [SiteCount("aux.3", 16, 0)]
+    add_gates(model, example_input=x)
+    assert training_only_counts(model) == [SiteCount("aux.3", 16, 0)]
+    assert count_relus(model, x) == 2 * 64 + 4 * 16
+    with pytest.raises(ValueError, match="example_input"):
+        training_only_counts(aux_head_net(3, (3, 8, 8)))
+
+
+def test_counting_refuses_activations_it_cannot_see():
+    class KernelOnly(nn.Module):
+        def forward(self, x):
+            return torch.ops.aten.relu.default(x)
+
+    with pytest.raises(GatingError, match="aten.relu"):
+        relu_counts(KernelOnly(), torch.zeros(1, 3))

@@ -9,9 +9,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from snl_train.gates import (GATE_CONTAINER, ReLUGate, add_gates, binarize_gates, freeze_gates,
-                             gate_parameters, gate_sites, is_gated, materialize_gates, remove_gates,
-                             weight_parameters)
+from snl_train.gates import (GATE_CONTAINER, GatingError, NothingToGate, ReLUGate, _LerpFunction,
+                             add_gates, binarize_gates, freeze_gates, gate_parameters, gate_sites,
+                             gating_mechanism, is_gated, materialize_gates, remove_gates,
+                             unsupported_activations, weight_parameters)
 from snl_train.models import BasicBlock, SmallConvNet
 
 
@@ -91,6 +92,10 @@ class Mixed(nn.Module):
         g = h - 1.5
         g.relu_()
         return self.fc(F.relu(g - 0.1, inplace=True).flatten(1))
+
+
+def _lerp(z, c, activation):
+    return _LerpFunction.apply(z, c, activation)
 
 
 def set_gates(model, value):
@@ -209,16 +214,220 @@ class Untraceable(nn.Module):
         return F.relu(self.relu(self.fc(x)))
 
 
-def test_untraceable_model_falls_back_to_modules_with_warning():
-    """Only nn.ReLU modules are gated, the warning says what is missing, removal restores."""
+def test_untraceable_model_is_gated_at_run_time():
+    """fx fails, so the module call and the F.relu call get gates at run time; c = 1 is the
+    model, c = 0 the linear model, and removal restores the original forward."""
     model, x = Untraceable(), torch.randn(4, 3)
     relu, expected = model.relu, model(x)
-    with pytest.warns(UserWarning, match="could not trace.*Functional ReLUs .* NOT gated"):
-        add_gates(model, example_input=x)
-    assert [name for name, _ in gate_sites(model)] == ["relu"]
-    assert isinstance(model.relu, ReLUGate) and torch.equal(model(x), expected)
-    remove_gates(model)
+    add_gates(model, example_input=x)
+    mechanism, reason = gating_mechanism(model)
+    assert mechanism == "runtime" and "cannot trace" in reason
+    assert [name for name, _ in gate_sites(model)] == ["relu", "relu_1"]
     assert model.relu is relu and torch.equal(model(x), expected)
+    set_gates(model, 0.0)
+    assert torch.allclose(model(x), model.fc(-x if x.sum() > 0 else x), atol=1e-6)
+    remove_gates(model)
+    assert "forward" not in model.__dict__ and torch.equal(model(x), expected)
+
+
+class InplaceUntraceable(nn.Module):
+    """In-place activations whose effect is only seen through their input, in untraceable code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = self.fc(x) * 1
+        if h.sum() > 1e9:  # data-dependent control flow: fx cannot trace this
+            h = h * 0
+        h.relu_()  # result unused
+        g = h - 0.5
+        F.hardtanh(g, -0.25, 0.25, inplace=True)
+        return g + h
+
+
+def test_in_place_calls_are_gated_in_place_at_run_time():
+    """At c = 1 outputs and gradients are the original's; at c = 0 both calls are linear."""
+    torch.manual_seed(0)
+    model, x = InplaceUntraceable(), torch.randn(6, 3)
+    gated = add_gates(copy.deepcopy(model), example_input=x)
+    assert gating_mechanism(gated)[0] == "runtime" and len(gate_sites(gated)) == 2
+    out0, gx0, gw0 = _grads(model, x)
+    out1, gx1, gw1 = _grads(gated, x)
+    assert torch.equal(out0, out1) and torch.equal(gx0, gx1) and all(torch.equal(gw0[k], gw1[k]) for k in gw0)
+    set_gates(gated, 0.0)
+    h = gated.fc(x)
+    assert torch.allclose(gated(x), 2 * h - 0.5, atol=1e-6)
+
+
+class TrainingBranch(nn.Module):
+    """Traceable, but its forward branches on self.training (fx would freeze the branch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = F.relu(self.fc(x))
+        return h * 2 if self.training else h
+
+
+def test_tracing_is_used_only_where_it_is_faithful():
+    """A self.training branch sends the model to run-time gating; without an example input
+    that is refused with a line saying to pass one."""
+    model, x = TrainingBranch(), torch.randn(2, 3)
+    add_gates(model, example_input=x)
+    assert gating_mechanism(model)[0] == "runtime"
+    assert torch.equal(model.train()(x), 2 * model.eval()(x))
+    with pytest.raises(GatingError, match="differs between training and eval.*example_input"):
+        add_gates(TrainingBranch())
+    assert gating_mechanism(add_gates(ModuleSite()))[0] == "fx"
+
+
+def test_runtime_gating_of_a_sequential_and_its_copies():
+    """A root nn.Sequential gated at run time does not call its gate container; deep copies
+    and state dicts carry the gates over."""
+    from snl_train.replicas import DropPath
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), DropPath(0.5), nn.ReLU6(), nn.Flatten(), nn.Linear(16, 2))
+    x = torch.randn(5, 3, 2, 2)
+    add_gates(net, example_input=x)
+    assert gating_mechanism(net)[0] == "runtime"
+    set_gates(net, 0.0)
+    net.eval()
+    assert torch.allclose(net(x), net[4](net[0](x).flatten(1)), atol=1e-6)
+    clone = copy.deepcopy(net)
+    assert torch.equal(clone(x), net(x)) and gate_sites(clone)[0][1] is not gate_sites(net)[0][1]
+    with torch.no_grad():
+        gate_sites(clone)[0][1].c.fill_(1.0)
+    assert not torch.equal(clone(x), net(x))
+    net.load_state_dict(clone.state_dict())
+    assert torch.equal(clone(x), net(x))
+
+
+class DataDependentSites(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = F.relu(self.fc(x))
+        if x.sum() > 100:  # a ReLU that only some inputs reach
+            h = F.relu(h - 1)
+        return h
+
+
+def test_a_call_never_seen_when_gating_is_refused_not_run_ungated():
+    model = add_gates(DataDependentSites(), example_input=torch.zeros(1, 4))
+    model(torch.zeros(2, 4))
+    with pytest.raises(GatingError, match="relu call at .*test_gates.py:.* was not seen"):
+        model(torch.full((2, 4), 100.0))
+
+
+class KernelOnly(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.ops.aten.relu.default(self.fc(x)) + F.relu(x)
+
+
+class Folded(nn.Module):
+    """Folds the spatial positions into the batch before its ReLU."""
+
+    def forward(self, x):
+        return F.relu(x.flatten(2).transpose(1, 2).reshape(-1, x.shape[1])).sum()
+
+
+def test_activations_that_cannot_be_covered_are_refused_with_a_line_naming_them():
+    """An activation kernel outside any Python-level call, or a ReLU on a folded batch, would
+    escape the gates or the per-sample count: add_gates and relu_counts refuse the model."""
+    with pytest.raises(GatingError, match=r"aten\.relu \(.*test_gates.py"):
+        add_gates(KernelOnly(), example_input=torch.zeros(1, 4))
+    with pytest.raises(GatingError, match="relu call at .*test_gates.py.*shape \\(9, 2\\)"):
+        add_gates(Folded(), example_input=torch.zeros(1, 2, 3, 3))
+
+
+class Smooth(nn.Module):
+    def __init__(self, relu: bool) -> None:
+        super().__init__()
+        self.fc, self.act, self.relu = nn.Linear(3, 3), nn.GELU(), relu
+
+    def forward(self, x):
+        h = F.silu(self.act(self.fc(x)))
+        return h.relu() if self.relu else h
+
+
+def test_unsupported_activations_are_listed_and_nothing_to_gate_is_refused():
+    with pytest.warns(UserWarning, match="GELU x1, SiLU x1: activations SNL gates cannot linearize"):
+        model = add_gates(Smooth(relu=True), example_input=torch.zeros(1, 3))
+    assert unsupported_activations(model) == {"GELU": 1, "SiLU": 1} and len(gate_sites(model)) == 1
+    with pytest.raises(NothingToGate, match="Smooth has no ReLU.*GELU x1, SiLU x1"):
+        add_gates(Smooth(relu=False), example_input=torch.zeros(1, 3))
+    with pytest.raises(NothingToGate):
+        add_gates(Smooth(relu=False))
+    assert not is_gated(Smooth(relu=False))
+
+
+FAMILY = [nn.ReLU(), nn.ReLU6(), nn.Hardtanh(-2.0, 1.5), nn.LeakyReLU(0.1)]
+
+
+def family_input(module):
+    """Values on both sides of every breakpoint and exactly on it."""
+    points = [-7.0, -2.0, -1.0, -0.25, 0.0, 0.5, 1.5, 2.0, 6.0, 9.0]
+    return torch.tensor([points, [p / 3 for p in points]])
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("module", FAMILY, ids=lambda m: type(m).__name__)
+def test_family_gate_at_one_is_the_torch_module_and_at_zero_the_identity(module, inplace):
+    """At c = 1 outputs and input gradients equal torch's module bit for bit (also in place);
+    at c = 0 the gate is the identity; in between it is c * act(z) + (1 - c) * z."""
+    from snl_train.sites import module_activation
+
+    gate, weight = ReLUGate(activation=module_activation(module)), torch.linspace(-1, 2, 20).view(2, 10)
+
+    def run(fn, z):
+        z = z.clone().requires_grad_()
+        source = z * 1  # an in-place call needs a non-leaf input
+        out = fn(source)
+        (out * weight).sum().backward()
+        return out.detach(), z.grad
+
+    z = family_input(module)
+    gate(z)
+    reference = copy.deepcopy(module)
+    reference.inplace = inplace
+    out0, grad0 = run(reference, z)
+    out1, grad1 = run(lambda s: gate(s, inplace=inplace), z)
+    assert torch.equal(out0, out1) and torch.equal(grad0, grad1)
+    with torch.no_grad():
+        gate.c.zero_()
+    out, grad = run(lambda s: gate(s, inplace=inplace), z)
+    assert torch.equal(out, z) and torch.equal(grad, weight)
+    with torch.no_grad():
+        gate.c.fill_(0.3)
+    out, _ = run(gate, z)
+    assert torch.allclose(out, 0.3 * module(z) + 0.7 * z, atol=1e-6)
+
+
+@pytest.mark.parametrize("module", FAMILY[1:], ids=lambda m: type(m).__name__)
+def test_family_gate_gradients_of_c(module):
+    """The slope's gradient is act(z) - z summed over the batch (checked numerically)."""
+    from snl_train.sites import module_activation
+
+    gate = ReLUGate("channel", activation=module_activation(module)).double()
+    z = (torch.randn(3, 2, 4, dtype=torch.double) * 4).requires_grad_()
+    gate(z)
+    with torch.no_grad():
+        gate.c.uniform_()
+    assert torch.autograd.gradcheck(lambda z, c: _lerp(z, c, gate.activation), (z, gate.c))
+    frozen = freeze_gates(add_gates(nn.Sequential(nn.Linear(2, 3), copy.deepcopy(module)),
+                                    example_input=torch.zeros(1, 2)))
+    assert not gate_parameters(frozen)[0].requires_grad
 
 
 def test_exclusion_by_name_pattern():
