@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .stats import mean_ci, summary_table  # noqa: E402
+from .stats import mean_ci, position, summary_table  # noqa: E402
 
 FIGSIZE = (7, 4.5)
 DPI = 120
@@ -124,6 +124,43 @@ def plot_error_by_ratio(doc: dict):
     ax.set_ylim(0, max(0.05, ax.get_ylim()[1] * 1.25))
     ax.set_title("Prediction error of learned retention, by width ratio (bars: 95% t-interval)")
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_retention_conditions(doc: dict):
+    """Position of the learned counts between the paper's optimum (0) and the sharp one (1),
+    per condition (recipe x lambda scale): every run as a dot, per dataset the mean with its
+    95% t-interval."""
+    _style()
+    runs = [r for r in doc["runs"] if position(r) is not None]
+    conditions = sorted({(r.get("recipe", "paper"), r.get("lambda_scale", 1.0)) for r in runs},
+                        key=lambda c: (c[0] != "paper", c[1]))
+    datasets = sorted({r["dataset"] for r in runs})
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    ax.axhspan(0, 1, color="#dddddd", alpha=0.5, lw=0, label="between the two optima")
+    ax.axhline(0, color=COLORS["paper"], ls="--", lw=1.4, label="paper (Thm 2, boxed) optimum")
+    ax.axhline(1, color=COLORS["sharp"], lw=1.4, label="sharp-bound optimum")
+    for k, ds in enumerate(datasets):
+        shift = (k - (len(datasets) - 1) / 2) * 0.25
+        for i, cond in enumerate(conditions):
+            ts = [position(r) for r in runs if r["dataset"] == ds
+                  and (r.get("recipe", "paper"), r.get("lambda_scale", 1.0)) == cond]
+            if not ts:
+                continue
+            iv = mean_ci(ts)
+            ax.plot([i + shift + 0.06 * ((j % 5) - 2) for j in range(len(ts))], ts, ".",
+                    color=COLORS.get(ds, "k"), alpha=0.35, ms=4)
+            ax.errorbar([i + shift], [iv.mean], yerr=[[iv.mean - iv.low], [iv.high - iv.mean]],
+                        fmt=MARKERS.get(ds, "o"), color=COLORS.get(ds, "k"), ms=6, capsize=3,
+                        label=f"{ds}: mean, 95% t-interval (dots: runs)" if i == 0 else None)
+    ax.set_xticks(range(len(conditions)),
+                  [f"{recipe}\nlambda x{scale:g}" for recipe, scale in conditions])
+    ax.set_ylabel("position of learned (x, y) on the line\npaper optimum (0) -> sharp optimum (1)")
+    ax.set_xlabel("training recipe and initial lambda (x the sweep's 1e-4)")
+    ax.set_title("Where SNL's learned allocation lies between the two optima, by recipe and lambda")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -241,6 +278,7 @@ def plot_pareto(doc: dict):
 
 FIGURES = (("retention", "retention", plot_retention),
            ("retention", "retention_error", plot_error_by_ratio),
+           ("retention_recipes", "retention_recipes", plot_retention_conditions),
            ("capacity", "capacity", plot_capacity),
            ("distribution", "distribution", plot_distribution),
            ("pareto", "pareto", plot_pareto))
