@@ -128,39 +128,50 @@ def plot_error_by_ratio(doc: dict):
     return fig
 
 
+CONDITION_COLORS = {"paper": ("#9ecae1", "#3182bd", "#08519c"),
+                    "official": ("#fdae6b", "#e6550d", "#a63603")}
+
+
 def plot_retention_conditions(doc: dict):
     """Position of the learned counts between the paper's optimum (0) and the sharp one (1),
-    per condition (recipe x lambda scale): every run as a dot, per dataset the mean with its
-    95% t-interval."""
+    per setting (dataset, widths, budget) and condition (recipe x lambda scale): the seed
+    mean with the seed min-max as error bar."""
     _style()
     runs = [r for r in doc["runs"] if position(r) is not None]
-    conditions = sorted({(r.get("recipe", "paper"), r.get("lambda_scale", 1.0)) for r in runs},
-                        key=lambda c: (c[0] != "paper", c[1]))
-    datasets = sorted({r["dataset"] for r in runs})
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+
+    def cond(r):
+        return r.get("recipe", "paper"), r.get("lambda_scale", 1.0)
+
+    conditions = sorted({cond(r) for r in runs}, key=lambda c: (c[0] != "paper", c[1]))
+    settings = sorted({(r["dataset"], tuple(r["widths"]), r["budget"]) for r in runs},
+                      key=lambda s: (s[0], s[1][0] / s[1][1]))
+    fig, ax = plt.subplots(figsize=(max(FIGSIZE[0], 1.1 * len(settings)), 4.8))
     ax.axhspan(0, 1, color="#dddddd", alpha=0.5, lw=0, label="between the two optima")
     ax.axhline(0, color=COLORS["paper"], ls="--", lw=1.4, label="paper (Thm 2, boxed) optimum")
     ax.axhline(1, color=COLORS["sharp"], lw=1.4, label="sharp-bound optimum")
-    for k, ds in enumerate(datasets):
-        shift = (k - (len(datasets) - 1) / 2) * 0.25
-        for i, cond in enumerate(conditions):
-            ts = [position(r) for r in runs if r["dataset"] == ds
-                  and (r.get("recipe", "paper"), r.get("lambda_scale", 1.0)) == cond]
-            if not ts:
-                continue
-            iv = mean_ci(ts)
-            ax.plot([i + shift + 0.06 * ((j % 5) - 2) for j in range(len(ts))], ts, ".",
-                    color=COLORS.get(ds, "k"), alpha=0.35, ms=4)
-            ax.errorbar([i + shift], [iv.mean], yerr=[[iv.mean - iv.low], [iv.high - iv.mean]],
-                        fmt=MARKERS.get(ds, "o"), color=COLORS.get(ds, "k"), ms=6, capsize=3,
-                        label=f"{ds}: mean, 95% t-interval (dots: runs)" if i == 0 else None)
-    ax.set_xticks(range(len(conditions)),
-                  [f"{recipe}\nlambda x{scale:g}" for recipe, scale in conditions])
+    width = 0.8 / max(len(conditions), 1)
+    for k, (recipe, scale) in enumerate(conditions):
+        scales = sorted({c[1] for c in conditions if c[0] == recipe})
+        shade = CONDITION_COLORS.get(recipe, ("k",) * 3)[min(scales.index(scale), 2)]
+        xs, means, lo, hi = [], [], [], []
+        for i, setting in enumerate(settings):
+            ts = [position(r) for r in runs if cond(r) == (recipe, scale)
+                  and (r["dataset"], tuple(r["widths"]), r["budget"]) == setting]
+            if ts:
+                m = sum(ts) / len(ts)
+                xs.append(i + (k - (len(conditions) - 1) / 2) * width)
+                means.append(m)
+                lo.append(m - min(ts))
+                hi.append(max(ts) - m)
+        ax.errorbar(xs, means, yerr=[lo, hi], fmt="os^"[min(scales.index(scale), 2)], color=shade,
+                    ms=4, capsize=2, lw=1, label=f"{recipe} recipe, lambda x{scale:g}")
+    ax.set_xticks(range(len(settings)),
+                  [f"{ds}\n({d1}, {d2})\nB={b}" for ds, (d1, d2), b in settings])
     ax.set_ylabel("position of learned (x, y) on the line\npaper optimum (0) -> sharp optimum (1)")
-    ax.set_xlabel("training recipe and initial lambda (x the sweep's 1e-4)")
-    ax.set_title("Where SNL's learned allocation lies between the two optima, by recipe and lambda")
+    ax.set_title("Where SNL's learned allocation lies between the two optima, by recipe and "
+                 "initial lambda\n(seed mean, error bar: seed min-max; lambda x the sweep's 1e-4)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
     fig.tight_layout()
     return fig
 

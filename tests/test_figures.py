@@ -152,7 +152,9 @@ def test_retention_conditions_plot_means_per_condition():
             for s in range(2)]
     fig = plots.plot_retention_conditions({"experiment": "retention", "runs": runs})
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
-    assert labels == ["paper\nlambda x1", "official\nlambda x0.1"]  # paper first
+    assert labels == ["digits\n(8, 4)\nB=6"]
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend[-2:] == ["paper recipe, lambda x1", "official recipe, lambda x0.1"]  # paper first
     means = [line.get_ydata()[0] for line in fig.axes[0].lines
              if line.get_marker() == "o" and len(line.get_ydata()) == 1]
     assert means == pytest.approx([1 / 3, 1.0])  # (5, 1) is a third of the way to (3, 3)
