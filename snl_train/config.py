@@ -40,7 +40,7 @@ class SearchConfig:
     from_scratch: bool = False  # Appendix B: search from a random init (teacher still pretrained)
     exclude: tuple = ()  # gate-site names left as plain ReLUs
     temperature: float = 4.0  # knowledge-distillation temperature
-    kd_weight: float = 0.5  # weight of the KL term; cross-entropy gets 1 - kd_weight
+    kd_weight: float = 0.5  # paper recipe: KL weight, CE gets 1 - kd_weight (official: both 1)
     batch_size: int = 256  # mini-batch size
 
 
@@ -51,7 +51,7 @@ class FinetuneConfig:
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 0.0  # L2 weight decay
     temperature: float = 4.0  # knowledge-distillation temperature (Hinton, T^2 scaling)
-    kd_weight: float = 0.5  # weight of the KL term; cross-entropy gets 1 - kd_weight
+    kd_weight: float = 0.5  # paper recipe: KL weight, CE gets 1 - kd_weight (official: both 1)
     batch_size: int = 256  # mini-batch size
 
 
