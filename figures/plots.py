@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .stats import mean_ci, summary_table  # noqa: E402
+from .stats import mean_ci, position, summary_table  # noqa: E402
 
 FIGSIZE = (7, 4.5)
 DPI = 120
@@ -124,6 +124,54 @@ def plot_error_by_ratio(doc: dict):
     ax.set_ylim(0, max(0.05, ax.get_ylim()[1] * 1.25))
     ax.set_title("Prediction error of learned retention, by width ratio (bars: 95% t-interval)")
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+CONDITION_COLORS = {"paper": ("#9ecae1", "#3182bd", "#08519c"),
+                    "official": ("#fdae6b", "#e6550d", "#a63603")}
+
+
+def plot_retention_conditions(doc: dict):
+    """Position of the learned counts between the paper's optimum (0) and the sharp one (1),
+    per setting (dataset, widths, budget) and condition (recipe x lambda scale): the seed
+    mean with the seed min-max as error bar."""
+    _style()
+    runs = [r for r in doc["runs"] if position(r) is not None]
+
+    def cond(r):
+        return r.get("recipe", "paper"), r.get("lambda_scale", 1.0)
+
+    conditions = sorted({cond(r) for r in runs}, key=lambda c: (c[0] != "paper", c[1]))
+    settings = sorted({(r["dataset"], tuple(r["widths"]), r["budget"]) for r in runs},
+                      key=lambda s: (s[0], s[1][0] / s[1][1]))
+    fig, ax = plt.subplots(figsize=(max(FIGSIZE[0], 1.1 * len(settings)), 4.8))
+    ax.axhspan(0, 1, color="#dddddd", alpha=0.5, lw=0, label="between the two optima")
+    ax.axhline(0, color=COLORS["paper"], ls="--", lw=1.4, label="paper (Thm 2, boxed) optimum")
+    ax.axhline(1, color=COLORS["sharp"], lw=1.4, label="sharp-bound optimum")
+    width = 0.8 / max(len(conditions), 1)
+    for k, (recipe, scale) in enumerate(conditions):
+        scales = sorted({c[1] for c in conditions if c[0] == recipe})
+        shade = CONDITION_COLORS.get(recipe, ("k",) * 3)[min(scales.index(scale), 2)]
+        xs, means, lo, hi = [], [], [], []
+        for i, setting in enumerate(settings):
+            ts = [position(r) for r in runs if cond(r) == (recipe, scale)
+                  and (r["dataset"], tuple(r["widths"]), r["budget"]) == setting]
+            if ts:
+                m = sum(ts) / len(ts)
+                xs.append(i + (k - (len(conditions) - 1) / 2) * width)
+                means.append(m)
+                lo.append(m - min(ts))
+                hi.append(max(ts) - m)
+        ax.errorbar(xs, means, yerr=[lo, hi], fmt="os^"[min(scales.index(scale), 2)], color=shade,
+                    ms=4, capsize=2, lw=1, label=f"{recipe} recipe, lambda x{scale:g}")
+    ax.set_xticks(range(len(settings)),
+                  [f"{ds}\n({d1}, {d2})\nB={b}" for ds, (d1, d2), b in settings])
+    ax.set_ylabel("position of learned (x, y) on the line\npaper optimum (0) -> sharp optimum (1)")
+    ax.set_title("Where SNL's learned allocation lies between the two optima, by recipe and "
+                 "initial lambda\n(seed mean, error bar: seed min-max; lambda x the sweep's 1e-4)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -241,6 +289,7 @@ def plot_pareto(doc: dict):
 
 FIGURES = (("retention", "retention", plot_retention),
            ("retention", "retention_error", plot_error_by_ratio),
+           ("retention_recipes", "retention_recipes", plot_retention_conditions),
            ("capacity", "capacity", plot_capacity),
            ("distribution", "distribution", plot_distribution),
            ("pareto", "pareto", plot_pareto))

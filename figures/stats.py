@@ -83,6 +83,45 @@ def closer(errors: dict) -> str:
     return "paper" if paper < sharp else "sharp"
 
 
+def position(run: dict) -> float | None:
+    """Where the learned retained counts lie on the line from the paper's optimum (0) to the
+    sharp-bound optimum (1): the projection of learned - paper onto sharp - paper.
+
+    0 <= t <= 1 means between the two predictions, t < 0 beyond the paper's, t > 1 beyond the
+    sharp one. Both optima spend the whole budget, so they and a run that keeps (about) the
+    budget lie on one line and t says where. None when the two optima coincide.
+
+    Example:
+        >>> position({"learned_retained": [6, 2],
+        ...           "predicted_retained": {"paper": [8, 0], "sharp": [4, 4]}})
+        0.5
+    """
+    learned = run["learned_retained"]
+    paper, sharp = run["predicted_retained"]["paper"], run["predicted_retained"]["sharp"]
+    direction = [s - p for p, s in zip(paper, sharp)]
+    norm = sum(d * d for d in direction)
+    if norm == 0:
+        return None
+    return sum((x - p) * d for x, p, d in zip(learned, paper, direction)) / norm
+
+
+def position_summary(runs: Iterable[dict], confidence: float = 0.95) -> dict:
+    """Mean :func:`position` with a t-interval, the fraction of runs between the two optima
+    (0 <= t <= 1), and how many runs had no position (the optima coincide).
+
+    Raises:
+        ValueError: no run has a position.
+    """
+    runs = list(runs)
+    values = [t for t in map(position, runs) if t is not None]
+    if not values:
+        raise ValueError("position_summary needs a run whose two optima differ, got none")
+    iv = mean_ci(values, confidence)
+    return {"n": len(values), "mean": iv.mean, "low": iv.low, "high": iv.high,
+            "between": sum(0 <= t <= 1 for t in values) / len(values),
+            "undefined": len(runs) - len(values)}
+
+
 def summarize(runs: Iterable[dict], confidence: float = 0.95) -> dict:
     """Error of each prediction, which is closer, and the fraction of runs with a1 < a2.
 

@@ -67,6 +67,7 @@ _nonneg_int = _checked(int, lambda v: v >= 0, "a non-negative integer", ">= 0")
 _positive_float = _checked(float, lambda v: v > 0, "a number", "> 0")
 _fraction = _checked(float, lambda v: 0 <= v <= 1, "a number in [0, 1]", "in [0, 1]")
 _classes = _checked(int, lambda v: v >= 2, "an integer", ">= 2")
+_holdout = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)", "in [0, 1)")
 
 
 def _json_object(text: str) -> dict:
@@ -110,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--budget-fraction", metavar="F", type=_fraction,
                    help="budget as a fraction of the model's ReLU count, e.g. 0.1")
     s = p.add_argument_group("SNL search (Algorithm 1)")
+    s.add_argument("--recipe", choices=("paper", "official"), default="paper",
+                   help="paper: Algorithm 1 as printed (default); official: the paper's public "
+                        "code (lambda rule, CE+KD weights, Adam without weight decay, batch 128, "
+                        "cosine finetuning with wd 5e-4, best finetuning epoch on a validation split)")
+    s.add_argument("--validation-fraction", metavar="F", type=_holdout, default=0.1,
+                   help="official recipe: share of the training data held out to choose the "
+                        "best finetuning epoch (default 0.1; 0: keep the last epoch)")
     s.add_argument("--lambda", dest="lam", metavar="LAMBDA", type=_positive_float, default=1e-5,
                    help="initial Lasso coefficient (default 1e-5)")
     s.add_argument("--kappa", type=_positive_float, default=1.1,
@@ -146,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args):
     """A :class:`RunConfig` from parsed arguments (dataset-dependent epoch defaults)."""
-    from .config import SMALL_DATASETS, RunConfig, digits_defaults, tiny_imagenet_defaults
+    from .config import (SMALL_DATASETS, RunConfig, digits_defaults, official_defaults,
+                         tiny_imagenet_defaults)
 
     cfg = RunConfig(model=args.model, widths=args.widths, dataset=args.dataset,
                     data_dir=args.data_dir, budget=args.budget,
@@ -159,6 +168,9 @@ def config_from_args(args):
         digits_defaults(cfg)
     elif args.dataset == "tiny-imagenet":
         tiny_imagenet_defaults(cfg)
+    if args.recipe == "official":
+        official_defaults(cfg)
+    cfg.validation_fraction = args.validation_fraction
     s, p, f = cfg.search, cfg.pretrain, cfg.finetune
     s.lam, s.kappa, s.epsilon, s.lr = args.lam, args.kappa, args.epsilon, args.lr
     s.granularity, s.variant, s.from_scratch = args.granularity, args.variant, args.from_scratch
@@ -248,6 +260,11 @@ def _run(args) -> int:
         return EXIT_FAILED
     finally:
         teardown(ctx)
+    if result.get("test_selected"):
+        sel, best = result["finetune_selection"], result["test_selected"]
+        out(f"official recipe: finetuning epoch {sel['epoch']} kept ({sel['selected_on']}); "
+            f"selected on the test set instead (as the public code reports): epoch "
+            f"{best['epoch']}, test accuracy {best['test_accuracy']:.4f}")
     out(f"result: {result['relu_count']} of {result['relu_total']} ReLUs kept (budget "
         f"{result['relu_budget']}), test accuracy {result['test_accuracy']:.4f} (teacher "
         f"{result['teacher_test_accuracy']:.4f}), online latency {result['online_latency_s']:.4f} s")

@@ -22,6 +22,12 @@ Command line::
 
     python -m snl_train.experiments retention [--quick] [--seeds N] [--jobs N] \\
         --out figures/data/retention.json
+    python -m snl_train.experiments retention --grid robustness --recipe paper,official \\
+        --lambda-scale 0.1,1,10 --out figures/data/retention_recipes.json
+
+The second form repeats part of the retention sweep under both training recipes
+(``snl_train.recipes``) and with lambda 10x smaller and larger, and summarises per condition
+where the learned allocation lies between the two predicted optima (``figures.stats.position``).
 
 Every run builds its own model, data and trainer from a plain dict ("spec"), so a sweep
 is a list of specs mapped over a process pool; results keep the spec's fields.
@@ -47,9 +53,17 @@ EXPERIMENTS = ("retention", "capacity", "distribution", "pareto")
 # ----------------------------------------------------------------------------- sweeps
 
 DEFAULT_BUDGETS = (8, 16, 24, 40, 56)
+BASE_LAMBDA = 1e-4  # the retention sweep's initial lambda (its networks are small)
+#: (widths, budget) of ``--grid robustness``: width ratios 1, 2, 4, 8, each at one budget where
+#: the paper's and the sharp optimum differ, below Theorem 2's feasible region (8: the
+#: paper's a2 clamps to 0) and inside it (24, 40, 16); the cheaper budget per ratio where
+#: the full sweep offers a choice.
+ROBUSTNESS_SETTINGS = (((16, 16), 8), ((32, 16), 24), ((64, 16), 40), ((128, 16), 16))
 
 
-def retention_specs(quick: bool = False, seeds: int | None = None) -> list[dict]:
+def retention_specs(quick: bool = False, seeds: int | None = None,
+                    recipes: Sequence[str] = ("paper",), lambda_scales: Sequence[float] = (1.0,),
+                    grid: str = "full") -> list[dict]:
     """The retention sweep: datasets x width ratios x budgets x seeds.
 
     Default: d2 = 16, d1 in {16, 32, 64, 128} (ratios 1, 2, 4, 8), the budgets of
@@ -58,20 +72,30 @@ def retention_specs(quick: bool = False, seeds: int | None = None) -> list[dict]
     at B = 16 for every ratio, at 24 and 40 for ratios >= 2; it is infeasible at B = 8
     (a2 clamps to 0), at 24 for ratio 1 and at 56 (a2 clamps to 1). Quick: one tiny
     setting, 2 seeds.
+
+    Every setting runs under each recipe of ``recipes`` ("paper", "official") and each
+    initial lambda ``BASE_LAMBDA * scale`` for ``scale`` in ``lambda_scales``; ``grid``
+    "robustness" keeps only :data:`ROBUSTNESS_SETTINGS` (on both datasets).
     """
+    if grid not in ("full", "robustness"):
+        raise ValueError(f"unknown grid {grid!r}; expected full or robustness")
     if quick:
-        grid = [("random", (8, 4), 6), ("random", (16, 4), 6)]
+        settings = [("random", (8, 4), 6), ("random", (16, 4), 6)]
         seeds = 2 if seeds is None else seeds
         epochs = {"pretrain": 3, "search": 25, "finetune": 1}
     else:
-        grid = [(ds, (r * 16, 16), b) for ds in ("digits", "random") for r in (1, 2, 4, 8)
-                for b in DEFAULT_BUDGETS if b < (r + 1) * 16]
+        settings = [(ds, (r * 16, 16), b) for ds in ("digits", "random") for r in (1, 2, 4, 8)
+                    for b in DEFAULT_BUDGETS if b < (r + 1) * 16]
+        if grid == "robustness":
+            settings = [(ds, w, b) for ds in ("digits", "random") for w, b in ROBUSTNESS_SETTINGS]
         seeds = 3 if seeds is None else seeds
         epochs = {"pretrain": 30, "search": 300, "finetune": 20}
     return [{"experiment": "retention", "model": "mlp", "dataset": ds, "widths": list(w),
-             "budget": b, "seed": s, "epochs": epochs, "lam": 1e-4,
+             "budget": b, "seed": s, "epochs": epochs, "recipe": recipe,
+             "lambda_scale": scale, "lam": float(f"{BASE_LAMBDA * scale:.12g}"),
              "random_n": 64 if quick else 256}
-            for ds, w, b in grid for s in range(seeds)]
+            for recipe in recipes for scale in lambda_scales
+            for ds, w, b in settings for s in range(seeds)]
 
 
 def capacity_specs(quick: bool = False, seeds: int | None = None) -> list[dict]:
@@ -127,7 +151,7 @@ def pareto_specs(quick: bool = False, seeds: int | None = None) -> list[dict]:
 # ----------------------------------------------------------------------------- one run
 
 def _run_config(spec: dict):
-    from .config import RunConfig, digits_defaults
+    from .config import RunConfig, digits_defaults, official_defaults
 
     cfg = RunConfig(model=spec["model"], widths=tuple(spec["widths"]), dataset=spec["dataset"],
                     data_dir=spec.get("data_dir"), budget=spec["budget"], seed=spec["seed"],
@@ -140,6 +164,10 @@ def _run_config(spec: dict):
                                                      5 * epochs["pretrain"] // 6) if m > 0)
         cfg.search.max_epochs, cfg.finetune.epochs = epochs["search"], epochs["finetune"]
     cfg.search.lam = spec.get("lam", cfg.search.lam)
+    if spec.get("recipe", "paper") == "official":
+        official_defaults(cfg)
+        if epochs is not None:  # the sweep's epochs, not the public code's 2000 / 100
+            cfg.search.max_epochs, cfg.finetune.epochs = epochs["search"], epochs["finetune"]
     cfg.search.granularity = "channel" if spec.get("method") == "channel" else "pixel"
     return cfg
 
@@ -179,6 +207,8 @@ def run_retention(spec: dict) -> dict:
             "relu_count": result["relu_count"], "test_accuracy": result["test_accuracy"],
             "teacher_test_accuracy": result["teacher_test_accuracy"],
             "budget_reached_by_search": result["budget_reached_by_search"],
+            "final_lambda": result["final_lambda"],
+            "test_selected_accuracy": (result.get("test_selected") or {}).get("test_accuracy"),
             "seconds": time.perf_counter() - start}
 
 
@@ -448,7 +478,7 @@ def run_all(specs: Sequence[dict], jobs: int = 1, progress: bool = False,
 
 
 def _describe(result: dict) -> str:
-    keys = ("dataset", "method", "kind", "widths", "budget", "x", "y", "seed")
+    keys = ("dataset", "method", "kind", "widths", "budget", "x", "y", "seed", "recipe", "lam")
     return " ".join(f"{k}={result[k]}" for k in keys if k in result)
 
 
@@ -481,7 +511,46 @@ def document(name: str, runs: list[dict], **facts) -> dict:
         doc["summary"] = summary_table(runs, ("dataset", "widths", "budget"))
         doc["summary_by_ratio"] = summary_table(
             [{**r, "ratio": r["widths"][0] // r["widths"][1]} for r in runs], ("ratio",))
+        doc["by_condition"] = condition_table(runs)
     return doc
+
+
+def condition(run: dict) -> tuple:
+    """(recipe, lambda scale) of a retention run; runs made before recipes existed are paper x1."""
+    return run.get("recipe", "paper"), run.get("lambda_scale", 1.0)
+
+
+def condition_table(runs: Sequence[dict], baseline: tuple = ("paper", 1.0)) -> list[dict]:
+    """One row per condition (recipe, lambda scale) of a retention results document.
+
+    Each row: the prediction errors (``figures.stats.summarize``), the position of the
+    learned counts between the paper's (0) and the sharp (1) optimum
+    (``figures.stats.position_summary``), both also per dataset, the fraction of searches
+    that reached the budget, and the paired difference of the position from ``baseline``
+    over the runs of the same (dataset, widths, budget, seed), with a 95% t-interval.
+    """
+    from figures.stats import group_by, mean_ci, position, position_summary, summarize
+
+    def key(run):
+        return run["dataset"], tuple(run["widths"]), run["budget"], run["seed"]
+
+    groups = group_by([{**r, "condition": condition(r)} for r in runs], ("condition",))
+    base = {key(r): position(r) for r in groups.get((baseline,), [])}
+    rows = []
+    for (cond,), group in sorted(groups.items(), key=lambda kv: (kv[0][0][0] != "paper", kv[0][0][1])):
+        row = {"recipe": cond[0], "lambda_scale": cond[1], "lam": group[0].get("lam"),
+               "n": len(group), "position": position_summary(group), "errors": summarize(group),
+               "budget_reached": sum(r["budget_reached_by_search"] for r in group) / len(group),
+               "by_dataset": {ds: {"position": position_summary(rs), "errors": summarize(rs)}
+                              for (ds,), rs in sorted(group_by(group, ("dataset",)).items())}}
+        pairs = [(position(r), base.get(key(r))) for r in group]
+        diffs = [t - b for t, b in pairs if t is not None and b is not None]
+        if cond != baseline and diffs:
+            iv = mean_ci(diffs)
+            row["position_vs_baseline"] = {"baseline": list(baseline), "n": len(diffs),
+                                           "mean": iv.mean, "low": iv.low, "high": iv.high}
+        rows.append(row)
+    return rows
 
 
 def save(doc: dict, out: str | os.PathLike) -> Path:
@@ -494,12 +563,13 @@ def save(doc: dict, out: str | os.PathLike) -> Path:
             w = csv.writer(f)
             w.writerow(["dataset", "d1", "d2", "budget", "seed", "a1", "a2", "paper_a1",
                         "paper_a2", "sharp_a1", "sharp_a2", "closed_form_feasible",
-                        "test_accuracy", "teacher_test_accuracy"])
+                        "test_accuracy", "teacher_test_accuracy", "recipe", "lambda"])
             for r in doc["runs"]:
                 w.writerow([r["dataset"], *r["widths"], r["budget"], r["seed"],
                             *r["learned_alpha"], *r["predicted"]["paper"],
                             *r["predicted"]["sharp"], r["closed_form_feasible"],
-                            r["test_accuracy"], r["teacher_test_accuracy"]])
+                            r["test_accuracy"], r["teacher_test_accuracy"], condition(r)[0],
+                            r.get("lam")])
     return out
 
 
@@ -523,6 +593,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="distribution: CIFAR directory")
     parser.add_argument("--budgets", default=None,
                         help="distribution: comma-separated ReLU budgets")
+    parser.add_argument("--recipe", default="paper",
+                        help="retention: training recipes, comma-separated: paper (default), "
+                             "official (snl_train --recipe)")
+    parser.add_argument("--lambda-scale", default="1",
+                        help=f"retention: factors on the initial lambda {BASE_LAMBDA:g}, "
+                             "comma-separated, e.g. 0.1,1,10 (default 1)")
+    parser.add_argument("--grid", choices=("full", "robustness"), default="full",
+                        help="retention: every setting (default), or 4 per dataset (width "
+                             "ratios 1, 2, 4, 8) for a recipe / lambda comparison")
     args = parser.parse_args(argv)
     if (args.seeds is not None and args.seeds < 1) or args.jobs < 1:
         print("error: --seeds and --jobs must be >= 1", file=sys.stderr)
@@ -537,6 +616,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         options = {"model": args.model, "dataset": args.dataset, "data_dir": args.data_dir,
                    "budgets": budgets}
+    if args.experiment == "retention":
+        try:
+            options = _retention_options(args)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     from .data import DataError
 
     try:
@@ -558,7 +643,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {name:5s} prediction: mean |error| {e['mean']:.3f} "
                   f"(95% CI {e['low']:.3f} .. {e['high']:.3f})")
         print(f"  closer: {overall['closer']}; a1 < a2 in {overall['a1_lt_a2']:.0%} of runs")
+    for row in doc.get("by_condition", ()) if len(doc.get("by_condition", ())) > 1 else ():
+        print("  " + _condition_line(row))
     return 0
+
+
+def _retention_options(args) -> dict:
+    """``retention_specs`` keywords from --recipe, --lambda-scale and --grid (ValueError if bad)."""
+    from .recipes import RECIPES
+
+    recipes = tuple(r.strip() for r in args.recipe.split(","))
+    if any(r not in RECIPES for r in recipes):
+        raise ValueError(f"--recipe must be comma-separated names from {', '.join(RECIPES)}, "
+                         f"got {args.recipe!r}")
+    try:
+        scales = tuple(float(v) for v in args.lambda_scale.split(","))
+    except ValueError:
+        scales = ()
+    if not scales or any(not (v > 0 and math.isfinite(v)) for v in scales):
+        raise ValueError(f"--lambda-scale must be comma-separated positive numbers, "
+                         f"got {args.lambda_scale!r}")
+    return {"recipes": recipes, "lambda_scales": scales, "grid": args.grid}
+
+
+def _condition_line(row: dict) -> str:
+    """One line per condition: position between the optima (0 paper, 1 sharp), vs baseline."""
+    p = row["position"]
+    line = (f"{row['recipe']:8s} lambda x{row['lambda_scale']:g}: position {p['mean']:.2f} "
+            f"(95% CI {p['low']:.2f} .. {p['high']:.2f}), between the optima in "
+            f"{p['between']:.0%} of {p['n']} runs")
+    d = row.get("position_vs_baseline")
+    if d is not None:
+        line += (f"; minus {d['baseline'][0]} x{d['baseline'][1]:g}: {d['mean']:+.2f} "
+                 f"({d['low']:+.2f} .. {d['high']:+.2f})")
+    return line
 
 
 if __name__ == "__main__":

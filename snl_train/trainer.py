@@ -13,6 +13,11 @@ runs three stages, each one epoch loop (:meth:`Trainer._stage_epoch`):
 3. ``finetune`` -- c := 1(c > epsilon) within the budget, frozen; SGD on the weights with
    KD (T = 4, equal weights on CE and KL, KL scaled by T^2).
 
+``config.recipe`` picks the rules: ``"paper"`` is Algorithm 1 as printed (above);
+``"official"`` follows the paper's public code (:mod:`snl_train.recipes`: lambda compared
+with the lowest count so far, CE + KD at weights 1 and 1, cosine finetuning, the best
+finetuning epoch chosen on a validation split held out of the training data).
+
 After every epoch one line goes to ``out_dir/metrics.jsonl`` and a checkpoint is written
 atomically to ``out_dir/checkpoint.pt``; ``run(resume=True)`` continues from it to the same
 result a run without interruption gives (same seed, ``num_workers=0``).
@@ -34,6 +39,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -50,6 +56,8 @@ from .checkpoint import FORMAT, CheckpointError, load_checkpoint, rng_state, sav
 from .config import RunConfig
 from .gates import (add_gates, freeze_gates, gate_parameters, gate_sites, gating_mechanism, is_gated,
                     remove_gates, unsupported_activations, weight_parameters)
+from .recipes import (RECIPES, better, cosine_lr, official_kd_loss, official_next_lambda,
+                      split_dataset, validation_indices)
 
 STAGES = ("pretrain", "search", "finetune", "done")
 
@@ -214,6 +222,9 @@ class Trainer:
         self.model = self.teacher = self.optimizer = None
         self.prev_count = self.relu_count_before = None
         self.metrics_lines, self.last_record, self.budget_reached = 0, {}, None
+        # recipe state (snl_train.recipes): the lowest count so far, the best finetuning epochs
+        self.lowest_count, self.best = None, {}
+        self.validation, self.validation_indices = self._hold_out()
 
     def add_callback(self, event: str, fn: Callable[["Trainer"], None]) -> None:
         self.callbacks[event].append(fn)
@@ -250,14 +261,19 @@ class Trainer:
             p = cfg.pretrain
             for g in self.optimizer.param_groups:
                 g["lr"] = lr_at(p.lr, p.milestones, p.gamma, self.epoch)
+        elif stage == "finetune" and cfg.recipe == "official":
+            for g in self.optimizer.param_groups:
+                g["lr"] = cosine_lr(cfg.finetune.lr, self.epoch, cfg.finetune.epochs)
         loss, acc = self._train_epoch(getattr(cfg, stage).batch_size)
         record = {"stage": stage, "epoch": self.epoch + 1, "loss": loss, "train_accuracy": acc,
                   "test_accuracy": self._evaluate(self.model),
                   "relu_count": self._relu_count(), "lambda": None}
         if stage == "search":
             record["lambda"] = self.lam  # the lambda this epoch trained with
-            self.lam = next_lambda(self.lam, record["relu_count"], self.prev_count, cfg.search.kappa)
+            self.lam = self._next_lambda(record["relu_count"])
             self.prev_count = record["relu_count"]
+        if stage == "finetune" and cfg.recipe == "official":
+            self._track_best(record)
         return record
 
     def _train_epoch(self, batch_size: int):
@@ -316,7 +332,10 @@ class Trainer:
         s = self.config.search if self.stage == "search" else self.config.finetune
         with torch.no_grad():
             teacher_logits = self.teacher(x)
-        loss = kd_loss(logits, teacher_logits, y, s.temperature, s.kd_weight)
+        if self.config.recipe == "official":
+            loss = official_kd_loss(logits, teacher_logits, y, s.temperature)
+        else:
+            loss = kd_loss(logits, teacher_logits, y, s.temperature, s.kd_weight)
         if self.stage == "search":
             loss = loss + self.lam * sum(p.abs().sum() for p in gate_parameters(self.model))
         return loss
@@ -382,6 +401,7 @@ class Trainer:
                      f"ReLUs kept")
             self.stage = "finetune"
         else:
+            self._keep_best()
             self.log(f"finetune: {self.epoch} epochs, test accuracy {self._evaluate(self.model):.4f}")
             self.stage = "done"
         self.epoch = 0
@@ -455,6 +475,95 @@ class Trainer:
         count = sum(s.kept for s in self._site_counts())
         return count if self.dist is None else self.dist.agreed_int(count, "the ReLU count")
 
+    # -- recipes (snl_train.recipes) -----------------------------------------------------
+    def _hold_out(self):
+        """Official recipe: take the validation split out of ``self.data.train``.
+
+        Returns ``(validation dataset, its indices in the original training set)``, both
+        None for the paper recipe or a validation fraction of 0.
+        """
+        cfg = self.config
+        if cfg.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {cfg.recipe!r}; expected one of {', '.join(RECIPES)}")
+        if cfg.recipe != "official" or cfg.validation_fraction == 0:
+            return None, None
+        n = len(self.data.train)
+        held_out = validation_indices(n, cfg.validation_fraction, cfg.seed)
+        train, validation = split_dataset(self.data.train, held_out)
+        self.data = dataclasses.replace(self.data, train=train)
+        self.log(f"official recipe: {len(held_out)} of {n} training samples held out to choose "
+                 f"the best finetuning epoch")
+        return validation, held_out
+
+    def _next_lambda(self, count: int) -> float:
+        """lambda for the next search epoch, by the recipe's rule (self.epoch: this epoch, 0-based)."""
+        s = self.config.search
+        if self.config.recipe != "official":
+            return next_lambda(self.lam, count, self.prev_count, s.kappa)
+        lowest = self.total if self.lowest_count is None else self.lowest_count
+        lam, self.lowest_count = official_next_lambda(self.lam, count, lowest, self.epoch, s.kappa)
+        return lam
+
+    def _track_best(self, record: dict) -> None:
+        """Official recipe: remember the best finetuning epoch by validation and by test accuracy."""
+        epoch = self.epoch + 1
+        if self.validation is not None:
+            if self.dist is None:
+                acc = evaluate(self.model, self.validation, self.device)
+            else:
+                acc = self.dist.evaluate(self.model, self.validation, self.device)
+            record["validation_accuracy"] = acc
+            if better(acc, self.best.get("validation")):
+                state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self.best["validation"] = {"epoch": epoch, "accuracy": acc,
+                                           "test_accuracy": record["test_accuracy"], "state": state}
+        if better(record["test_accuracy"], self.best.get("test")):
+            self.best["test"] = {"epoch": epoch, "accuracy": record["test_accuracy"]}
+
+    def _keep_best(self) -> None:
+        """Official recipe: end finetuning with the weights of the best validation epoch."""
+        best = self.best.get("validation")
+        if self.config.recipe == "official" and best is not None:
+            self.model.load_state_dict(best["state"])
+            self.log(f"finetune: keeping epoch {best['epoch']}, the best validation accuracy "
+                     f"({best['accuracy']:.4f} on {len(self.validation)} held-out samples)")
+
+    def _recipe_state(self) -> dict:
+        return {"lowest_count": self.lowest_count, "validation_indices": self.validation_indices,
+                "best": self.best}
+
+    def _restore_recipe(self, state: dict) -> None:
+        saved = state["config"].get("recipe", "paper")
+        if saved != self.config.recipe:
+            raise CheckpointError(f"checkpoint is for --recipe {saved}, this run has "
+                                  f"--recipe {self.config.recipe}")
+        extra = state.get("recipe") or {}
+        held_out = extra.get("validation_indices")
+        mine = self.validation_indices
+        if (held_out is None) != (mine is None) or (mine is not None and not torch.equal(held_out, mine)):
+            raise CheckpointError("checkpoint was made with another validation split (another "
+                                  "validation fraction or training set)")
+        self.lowest_count, self.best = extra.get("lowest_count"), extra.get("best") or {}
+
+    def _recipe_report(self) -> dict:
+        """result.json's recipe fields; for official, how the finetuning epoch was chosen."""
+        cfg = self.config
+        if cfg.recipe != "official":
+            return {"recipe": cfg.recipe}
+        chosen, by_test = self.best.get("validation"), self.best.get("test")
+        selection = {"selected_on": "validation split" if chosen else "last epoch",
+                     "validation_fraction": cfg.validation_fraction,
+                     "validation_size": 0 if self.validation is None else len(self.validation),
+                     "train_size": len(self.data.train),
+                     "epoch": chosen["epoch"] if chosen else cfg.finetune.epochs,
+                     "validation_accuracy": chosen["accuracy"] if chosen else None}
+        test_selected = None if by_test is None else {
+            "epoch": by_test["epoch"], "test_accuracy": by_test["accuracy"],
+            "note": "best finetuning epoch chosen ON THE TEST SET, as the public code reports "
+                    "it; optimistic, for comparison with published numbers only"}
+        return {"recipe": "official", "finetune_selection": selection,
+                "test_selected": test_selected}
+
     # -- persistence --------------------------------------------------------------------
     def _path(self, name: str) -> Path:
         return self.out_dir / name
@@ -484,7 +593,8 @@ class Trainer:
             "lam": self.lam, "prev_count": self.prev_count, "total": self.total,
             "budget": self.budget, "relu_count_before": self.relu_count_before,
             "budget_reached": self.budget_reached, "last_record": self.last_record,
-            "metrics_lines": self.metrics_lines, "rng": rng_state(self.device), **extra,
+            "metrics_lines": self.metrics_lines, "rng": rng_state(self.device),
+            "recipe": self._recipe_state(), **extra,
         }, self._path("checkpoint.pt"))
 
     def _restore(self, state: dict) -> None:
@@ -516,6 +626,7 @@ class Trainer:
         for key in ("lam", "prev_count", "total", "budget", "relu_count_before",
                     "budget_reached", "last_record", "metrics_lines"):
             setattr(self, key, state[key])
+        self._restore_recipe(state)
         self._make_optimizer()
         if self.optimizer is not None and state["optimizer"] is not None:
             try:
@@ -566,6 +677,7 @@ class Trainer:
             "online_latency_s": latency["total_seconds"],
             "latency": latency, "final_lambda": self.lam, "config": cfg.to_dict(),
         }
+        result.update(self._recipe_report())
         if cfg.model == "mlp" and len(counts) == 2:
             result.update(retention_report(counts, self.budget))
         if self.dist is not None:

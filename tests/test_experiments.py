@@ -127,3 +127,61 @@ def test_distribution_runs_resnet18_on_local_cifar100(tmp_path):
     assert result["relu_total"] == 491520 == sum(s["total"] for s in result["per_layer"])
     assert result["relu_count"] == sum(s["kept"] for s in result["per_layer"]) <= 5000
     assert len(result["per_layer"]) == 16  # 8 BasicBlocks x 2 ReLU sites, none after the stem
+
+
+def test_retention_specs_cross_recipes_and_lambda_scales():
+    specs = ex.retention_specs(recipes=("paper", "official"), lambda_scales=(0.1, 1, 10),
+                               grid="robustness")
+    assert len(specs) == 2 * 3 * 2 * len(ex.ROBUSTNESS_SETTINGS) * 3
+    assert {s["lam"] for s in specs} == {1e-5, 1e-4, 1e-3}
+    assert {(s["recipe"], s["lambda_scale"]) for s in specs} == {
+        (r, k) for r in ("paper", "official") for k in (0.1, 1, 10)}
+    for spec in specs:  # the two optima differ at every robustness setting
+        w, b = spec["widths"], spec["budget"]
+        assert paper_optimum(*w, b).retained != sharp_optimum(w, b).retained
+    default = ex.retention_specs()
+    assert len(default) == 102 and {(s["recipe"], s["lam"]) for s in default} == {("paper", 1e-4)}
+    with pytest.raises(ValueError, match="grid"):
+        ex.retention_specs(grid="some")
+
+
+def test_official_retention_run_uses_the_official_recipe():
+    spec = ex.retention_specs(quick=True, seeds=1, recipes=("official",), lambda_scales=(10,))[0]
+    cfg = ex._run_config(spec)
+    assert (cfg.recipe, cfg.search.lam, cfg.search.batch_size, cfg.search.weight_decay) == (
+        "official", 1e-3, 128, 0.0)
+    assert (cfg.search.max_epochs, cfg.finetune.epochs) == (25, 1)  # the sweep's epochs
+    record = ex.run_retention(spec)
+    assert (record["recipe"], record["lam"]) == ("official", 1e-3)
+    assert 0 <= record["test_selected_accuracy"] <= 1
+
+
+def retention_record(recipe, scale, seed, learned, dataset="digits"):
+    return {"dataset": dataset, "widths": [16, 16], "budget": 8, "seed": seed, "recipe": recipe,
+            "lambda_scale": scale, "lam": 1e-4 * scale, "budget_reached_by_search": seed != 2,
+            "learned_retained": list(learned), "learned_alpha": [v / 16 for v in learned],
+            "predicted_retained": {"paper": [8, 0], "sharp": [4, 4]},
+            "predicted": {"paper": [0.5, 0.0], "sharp": [0.25, 0.25]}}
+
+
+def test_condition_table_positions_and_paired_differences_by_hand():
+    """Positions 0.5 / 0.25 / 0 (baseline) against 1 / 0.5 / 0.5: paired differences 0.5,
+    0.25, 0.5."""
+    runs = [retention_record("paper", 1.0, s, x) for s, x in enumerate(((6, 2), (7, 1), (8, 0)))]
+    runs += [retention_record("official", 10.0, s, x) for s, x in enumerate(((4, 4), (6, 2), (6, 2)))]
+    rows = ex.condition_table(runs)
+    assert [(r["recipe"], r["lambda_scale"]) for r in rows] == [("paper", 1.0), ("official", 10.0)]
+    base, other = rows
+    assert base["position"]["mean"] == pytest.approx(0.25) and "position_vs_baseline" not in base
+    assert other["position"]["mean"] == pytest.approx(2 / 3)
+    assert other["position"]["between"] == 1.0 and base["budget_reached"] == pytest.approx(2 / 3)
+    diff = other["position_vs_baseline"]
+    assert diff["n"] == 3 and diff["mean"] == pytest.approx(1.25 / 3)
+    assert diff["low"] < diff["mean"] < diff["high"]
+    assert set(other["by_dataset"]) == {"digits"}
+
+
+def test_cli_bad_recipe_or_lambda_scale(tmp_path, capsys):
+    for argv in (["--recipe", "paper,typo"], ["--lambda-scale", "0"], ["--lambda-scale", "1,x"]):
+        assert ex.main(["retention", *argv, "--out", str(tmp_path / "r.json")]) == 2
+        assert capsys.readouterr().err.startswith("error: --")

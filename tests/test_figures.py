@@ -142,3 +142,19 @@ def test_cli_bad_formats_and_results_files(tmp_path, data_dir, capsys):
     (data_dir / "pareto.json").write_text('{"experiment": "pareto", "runs": [{"method": "pixel"}]}')
     assert main(["--data", str(data_dir), "--out", str(tmp_path / "f"), "--formats", "png"]) == 2
     assert "pareto.json" in capsys.readouterr().err
+
+
+def test_retention_conditions_plot_means_per_condition():
+    runs = [{**retention_run("digits", (8, 4), 6, s, (0, 0)), "recipe": recipe,
+             "lambda_scale": scale, "learned_retained": learned,
+             "predicted_retained": {"paper": [6, 0], "sharp": [3, 3]}}
+            for recipe, scale, learned in (("paper", 1.0, [5, 1]), ("official", 0.1, [3, 3]))
+            for s in range(2)]
+    fig = plots.plot_retention_conditions({"experiment": "retention", "runs": runs})
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["digits\n(8, 4)\nB=6"]
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend[-2:] == ["paper recipe, lambda x1", "official recipe, lambda x0.1"]  # paper first
+    means = [line.get_ydata()[0] for line in fig.axes[0].lines
+             if line.get_marker() == "o" and len(line.get_ydata()) == 1]
+    assert means == pytest.approx([1 / 3, 1.0])  # (5, 1) is a third of the way to (3, 3)

@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from figures.stats import absolute_error, closer, mean_ci, summarize, summary_table
+from figures.stats import (absolute_error, closer, mean_ci, position, position_summary, summarize,
+                           summary_table)
 
 
 def run(a, paper, sharp, **setting):
@@ -70,3 +71,30 @@ def test_summary_table_groups_then_overall():
     assert rows[0]["closer"] == "paper" and rows[1]["closer"] == "sharp"
     assert rows[1]["n"] == 2 and rows[2]["n"] == 3
     assert rows[1]["a1_lt_a2"] == 0 and rows[0]["a1_lt_a2"] == 1
+
+
+def counts_run(learned, paper, sharp):
+    return {"learned_retained": list(learned),
+            "predicted_retained": {"paper": list(paper), "sharp": list(sharp)}}
+
+
+def test_position_between_the_optima_by_hand():
+    """0 at the paper's optimum, 1 at the sharp one, the projection elsewhere."""
+    assert position(counts_run((8, 0), (8, 0), (4, 4))) == 0
+    assert position(counts_run((4, 4), (8, 0), (4, 4))) == 1
+    assert position(counts_run((7, 1), (8, 0), (4, 4))) == pytest.approx(0.25)
+    assert position(counts_run((10, -2), (8, 0), (4, 4))) == pytest.approx(-0.5)
+    assert position(counts_run((2, 5), (8, 0), (4, 4))) == pytest.approx(11 / 8)  # off the line
+    assert position(counts_run((3, 1), (2, 2), (2, 2))) is None
+
+
+def test_position_summary_counts_between_and_undefined():
+    runs = [counts_run(x, (8, 0), (4, 4)) for x in ((8, 0), (6, 2), (2, 6))]
+    runs.append(counts_run((1, 1), (2, 2), (2, 2)))
+    summary = position_summary(runs)
+    assert summary["n"] == 3 and summary["undefined"] == 1
+    assert summary["mean"] == pytest.approx((0 + 0.5 + 1.5) / 3)
+    assert summary["between"] == pytest.approx(2 / 3)
+    assert summary["low"] < summary["mean"] < summary["high"]
+    with pytest.raises(ValueError):
+        position_summary(runs[-1:])
