@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--budget", metavar="N", type=_nonneg_int, help="ReLUs per sample to keep, e.g. 60")
     b.add_argument("--budget-fraction", metavar="F", type=_fraction,
                    help="budget as a fraction of the model's ReLU count, e.g. 0.1")
+    b.add_argument("--allocation", default="learned", metavar="A",
+                   help="ReLUs kept per site: learned (SNL's own, default), paper (Theorem 2 "
+                        "boxed; two-hidden-layer MLPs), sharp (water-filling of the sharp bound), "
+                        "uniform (the same fraction per site) or FILE.json of {site: count}")
     s = p.add_argument_group("SNL search (Algorithm 1)")
     s.add_argument("--lambda", dest="lam", metavar="LAMBDA", type=_positive_float, default=1e-5,
                    help="initial Lasso coefficient (default 1e-5)")
@@ -131,6 +135,7 @@ def config_from_args(args):
     cfg = RunConfig(model=args.model, widths=args.widths, dataset=args.dataset,
                     data_dir=args.data_dir, budget=args.budget,
                     budget_fraction=args.budget_fraction, seed=args.seed, device=args.device,
+                    allocation=args.allocation,
                     num_workers=args.workers)
     if args.dataset in SMALL_DATASETS:
         digits_defaults(cfg)
