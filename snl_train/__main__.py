@@ -227,7 +227,8 @@ def _run(args) -> int:
         f"{result['teacher_test_accuracy']:.4f}), online latency {result['online_latency_s']:.4f} s")
     if "learned_alpha" in result:
         pred = result["predicted"]
-        out(f"retained per layer: learned {result['learned_retained']}, paper optimum "
+        kept = "learned" if cfg.allocation == "learned" else f"kept ({result['allocation']['kind']})"
+        out(f"retained per layer: {kept} {result['learned_retained']}, paper optimum "
             f"{pred['paper'].get('retained')}, sharp optimum {pred['sharp'].get('retained')}")
     out(f"wrote {args.out}/result.json and {args.out}/metrics.jsonl")
     return 0

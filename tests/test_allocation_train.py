@@ -159,6 +159,14 @@ def test_bad_allocations_give_one_line_and_exit_2_before_training(tmp_path, caps
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing trained, nothing written
 
 
+def test_the_log_says_which_allocation_was_applied(tmp_path, capsys):
+    argv = [a for a in TINY if a != "--quiet"]
+    code, out, _ = run(capsys, *argv, "--budget", "5", "--allocation", "sharp", "--out", str(tmp_path))
+    assert code == 0
+    assert "allocation sharp: keeps 5 ReLUs as features.2 3, features.4 2\n" in out
+    assert "retained per layer: kept (sharp) [3, 2], paper optimum ['4', '1']" in out
+
+
 def test_resume_keeps_the_allocation_and_refuses_another(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert run(capsys, *TINY, "--budget", "5", "--allocation", "uniform", "--out", out)[0] == 0
