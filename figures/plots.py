@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .stats import mean_ci, summary_table  # noqa: E402
+from .stats import allocation_score, mean_ci, summary_table  # noqa: E402
 
 FIGSIZE = (7, 4.5)
 DPI = 120
@@ -245,11 +245,6 @@ ALLOCATION_STYLES = {"learned": ("SNL's own (learned)", "k", "o-"),
                      "uniform": ("uniform fraction", "#ff7f0e", "D:")}
 
 
-def _allocation_score(run: dict, allocation: str) -> float:
-    entry = run["allocations"][allocation]
-    return entry["train_accuracy"] if run["dataset"] == "random" else entry["test_accuracy"]
-
-
 def plot_allocation(doc: dict):
     """Score against budget per allocation (seed mean, min-max bars): test accuracy on digits
     (top), memorized fraction of random labels (bottom); one column per width setting, with
@@ -295,7 +290,7 @@ def _allocation_panel(ax, runs: list, widths: tuple) -> None:
     span = max(budgets) - min(budgets) or 1
     for k, name in enumerate(names):
         label, color, fmt = ALLOCATION_STYLES[name]
-        scores = [[_allocation_score(r, name) for r in runs if r["budget"] == b] for b in budgets]
+        scores = [[allocation_score(r, name) for r in runs if r["budget"] == b] for b in budgets]
         means = [sum(s) / len(s) for s in scores]
         shift = (k - (len(names) - 1) / 2) * 0.012 * span
         ax.errorbar([b + shift for b in budgets], means, fmt=fmt, color=color, ms=4, capsize=2,

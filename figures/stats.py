@@ -137,6 +137,13 @@ def summary_table(runs: Sequence[dict], keys: Sequence[str] = ("dataset", "width
     return rows
 
 
+def allocation_score(run: dict, allocation: str) -> float:
+    """Score of one allocation in a run of the allocation experiment: test accuracy on
+    digits, training accuracy (the fraction of points memorized) on random labels."""
+    entry = run["allocations"][allocation]
+    return entry["train_accuracy"] if run["dataset"] == "random" else entry["test_accuracy"]
+
+
 def paired_table(rows: Sequence[dict], keys: Sequence[str], baseline: str,
                  confidence: float = 0.95) -> list[dict]:
     """Per setting (the values at ``keys``): each method's mean score and its paired

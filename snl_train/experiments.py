@@ -173,8 +173,6 @@ def run_allocation(spec: dict) -> dict:
     """
     import tempfile
 
-    from capacity.optimum import closed_form_feasible
-
     from .trainer import evaluate
 
     if spec["allocations"][0] != "learned":
@@ -199,8 +197,7 @@ def run_allocation(spec: dict) -> dict:
                                                               trainer.device),
                               relu_count_before=result["relu_count_before"],
                               budget_reached_by_search=result["budget_reached_by_search"])
-    if len(spec["widths"]) == 2:
-        record["closed_form_feasible"] = closed_form_feasible(*spec["widths"], spec["budget"])
+    record["region"] = allocation_region(spec["widths"], kept)
     record["seconds"] = time.perf_counter() - start
     return record
 
@@ -235,25 +232,21 @@ def allocation_summary(runs: Sequence[dict]) -> dict:
     setting and pooled per (dataset, region of Theorem 2), with 95% t-intervals.
 
     The score is test accuracy on digits and the memorized fraction (training accuracy) on
-    random labels; the region is "below" (B < d2 - 1: a2 clamps to 0), "inside" (the closed
-    form is feasible) or "above" for two hidden layers, "three layers" otherwise.
+    random labels; the region (:func:`allocation_region`) is that of the count every
+    allocation of the run kept (SNL's own, which may be below the nominal budget).
     """
-    from figures.stats import paired_table
+    from figures.stats import allocation_score, paired_table
 
-    rows = [{**r, "region": allocation_region(r["widths"], r["budget"]),
+    rows = [{**r, "region": allocation_region(r["widths"], r["allocations"]["learned"]["relu_count"]),
              "scores": {a: allocation_score(r, a) for a in r["allocations"]}} for r in runs]
     return {"paired": paired_table(rows, ("dataset", "widths", "budget"), "learned"),
             "paired_by_region": paired_table(rows, ("dataset", "region"), "learned")}
 
 
-def allocation_score(run: dict, allocation: str) -> float:
-    """Digits: test accuracy; random labels: training accuracy (the fraction memorized)."""
-    entry = run["allocations"][allocation]
-    return entry["train_accuracy"] if run["dataset"] == "random" else entry["test_accuracy"]
-
-
 def allocation_region(widths: Sequence[int], budget: int) -> str:
-    """Where ``budget`` lies relative to the region in which Theorem 2's closed form is feasible."""
+    """Where ``budget`` lies relative to the region in which Theorem 2's closed form is
+    feasible: "below" (B < d2 - 1: a2 clamps to 0), "inside" or "above" for two hidden
+    layers; "three layers" for three."""
     from capacity.optimum import closed_form_feasible
 
     if len(widths) != 2:

@@ -17,7 +17,7 @@ from snl_train.config import RunConfig  # noqa: E402
 from snl_train.data import DataBundle, load_dataset  # noqa: E402
 from snl_train.gates import add_gates, gate_sites  # noqa: E402
 from snl_train.models import build_model  # noqa: E402
-from snl_train.trainer import Trainer, allocation_sites, binarize_to_quotas  # noqa: E402
+from snl_train.trainer import AllocationError, Trainer, allocation_sites, binarize_to_quotas  # noqa: E402
 
 
 # ------------------------------------------------------------------ binarization to quotas
@@ -116,8 +116,17 @@ def test_computed_totals_spend_the_budget_when_units_allow():
     # pixel-wise units of 1: every computed kind spends the budget exactly
     for kind in ("sharp", "uniform", "paper"):
         assert allocate(kind, MLP_SITES, 7).total == 7
-    # channel-wise: 90 is not reachable (64 + 16 + 10 is: 90) but 79 is not above 64 + 15
-    assert allocate("sharp", CONV_SITES, 90).total == 90
+    # channel-wise maps of 64 and 16 ReLUs: 90 is out of reach, 80 = 64 + 16 is the most
+    assert allocate("sharp", CONV_SITES, 90).total == 90  # the linear layer's units fill it up
+    assert allocate("sharp", CONV_SITES[:2], 90).total == allocate("uniform", CONV_SITES[:2], 90).total == 80
+
+
+def test_a_count_that_is_not_a_whole_number_of_channels_is_refused_before_training(tmp_path):
+    (tmp_path / "a.json").write_text('{"features.2": 3}')
+    cfg = tiny("convnet", (2,), 90, str(tmp_path / "a.json"), "channel")
+    with pytest.raises(AllocationError, match="count 3 is not a multiple of its unit of 64"):
+        train(cfg, images(), tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 # ------------------------------------------------------------------ the command line
@@ -137,8 +146,6 @@ def run(capsys, *argv):
     ({"features.2": 9}, [], "exceeds its 8 ReLUs"),
     ({"features.2": 4, "features.4": 2}, [], "6 ReLUs in all, more than the budget 5"),
     ({"features.2": -1}, [], "non-negative integer"),
-    ({"features.2": 3}, ["--model", "convnet", "--widths", "2", "--dataset", "digits",
-                         "--granularity", "channel", "--budget", "90"], "not a multiple of its unit of 64"),
     ("{not json", [], "is not valid JSON"),
     ("[3, 2]", [], "must hold a JSON object"),
     (None, ["--allocation", "sharpest"], "neither learned, paper, sharp, uniform nor a readable"),
@@ -181,15 +188,11 @@ def test_resume_keeps_the_allocation_and_refuses_another(tmp_path, capsys):
 
 # ------------------------------------------------------------------ the experiment
 
-@pytest.fixture(scope="module")
-def quick_doc(tmp_path_factory):
-    out = tmp_path_factory.mktemp("alloc") / "allocation.json"
+def test_quick_experiment_end_to_end_and_its_figure(tmp_path):
+    out = tmp_path / "allocation.json"
     assert ex.main(["allocation", "--quick", "--jobs", "1", "--no-progress", "--out", str(out)]) == 0
-    return json.loads(out.read_text())
-
-
-def test_quick_experiment_end_to_end(quick_doc):
-    runs = quick_doc["runs"]
+    doc = json.loads(out.read_text())
+    runs = doc["runs"]
     assert {(tuple(r["widths"]), r["seed"]) for r in runs} == {((8, 4), 0), ((8, 4), 1),
                                                              ((6, 4, 4), 0), ((6, 4, 4), 1)}
     for r in runs:
@@ -202,33 +205,35 @@ def test_quick_experiment_end_to_end(quick_doc):
             if name != "learned":  # each fixed allocation keeps what it prescribes for that count
                 assert tuple(entry["kept"]) == allocate(name, sites, learned["relu_count"]).counts
             assert entry["train_accuracy"] == entry["test_accuracy"]  # random labels: test = train
-    for row in quick_doc["paired"]:
+        assert r["region"] == ex.allocation_region(r["widths"], learned["relu_count"])
+    for row in doc["paired"]:
         mine = [r for r in runs if tuple(r["widths"]) == tuple(row["setting"]["widths"])]
         for name, d in row["difference"].items():
             diffs = [r["allocations"][name]["train_accuracy"] - r["allocations"]["learned"]["train_accuracy"]
                      for r in mine]
             assert d["mean"] == pytest.approx(sum(diffs) / len(diffs))
             assert d["low"] <= d["mean"] <= d["high"]
-    assert {row["setting"]["region"] for row in quick_doc["paired_by_region"]} == {"inside", "three layers"}
+    assert {row["setting"]["region"] for row in doc["paired_by_region"]} == {"inside", "three layers"}
+    ax = plots.plot_allocation(doc).axes[0]  # random labels, widths (8, 4)
+    mine = [r for r in runs if r["widths"] == [8, 4]]
+    for name in ("learned", "paper", "sharp", "uniform"):
+        bars = next(c for c in ax.containers if c.get_label() == plots.ALLOCATION_STYLES[name][0])
+        mean = sum(r["allocations"][name]["train_accuracy"] for r in mine) / len(mine)
+        assert bars.lines[0].get_ydata()[0] == pytest.approx(mean)
 
 
-def test_a_branch_equals_a_separate_run_with_that_allocation(quick_doc):
-    """Sharing pretraining and search changes nothing: a fresh run gives the same network."""
-    run0 = next(r for r in quick_doc["runs"] if r["widths"] == [8, 4] and r["seed"] == 0)
+def test_a_branch_keeps_its_budget_and_equals_a_separate_run(tmp_path):
+    """Sharing pretraining and search changes nothing: a fresh run with that allocation and
+    budget gives the same network; a branch keeps the budget it is given, not the nominal one."""
     spec = next(s for s in ex.allocation_specs(quick=True) if s["widths"] == [8, 4] and s["seed"] == 0)
-    cfg = ex._run_config(spec)
-    cfg.allocation, cfg.budget = "uniform", run0["allocations"]["learned"]["relu_count"]
-    result = ex._trainer(spec, cfg).run()
-    assert [layer["kept"] for layer in result["per_layer"]] == run0["allocations"]["uniform"]["kept"]
-    assert result["test_accuracy"] == run0["allocations"]["uniform"]["test_accuracy"]
-
-
-def test_branches_keep_the_budget_they_are_given(tmp_path):
-    """A branch keeps the count it is given (the learned run's), not the nominal budget."""
-    spec = next(s for s in ex.allocation_specs(quick=True) if s["widths"] == [8, 4])
     snapshot = tmp_path / "searched.pt"
     _, learned = ex._allocation_run(spec, "learned", tmp_path / "learned", snapshot, None)
     assert snapshot.exists() and learned["relu_budget"] == 5
+    _, branch = ex._allocation_run(spec, "uniform", tmp_path / "uniform", snapshot, learned["relu_count"])
+    cfg = ex._run_config(spec)
+    cfg.allocation, cfg.budget = "uniform", learned["relu_count"]
+    alone = ex._trainer(spec, cfg).run()
+    assert alone["per_layer"] == branch["per_layer"] and alone["test_accuracy"] == branch["test_accuracy"]
     _, sharp = ex._allocation_run(spec, "sharp", tmp_path / "sharp", snapshot, 3)
     assert [layer["kept"] for layer in sharp["per_layer"]] == [2, 1]
     assert sharp["relu_budget"] == 3 and sharp["allocation"]["quotas"] == {"features.2": 2, "features.4": 1}
@@ -245,12 +250,16 @@ def test_regions_of_the_default_sweep():
     assert {len({s["seed"] for s in specs if (tuple(s["widths"]), s["budget"]) == k}) for k in regions} == {3}
 
 
-def test_plot_allocation_draws_each_allocations_mean(quick_doc):
-    fig = plots.plot_allocation(quick_doc)
-    ax = fig.axes[0]  # random labels, widths (8, 4)
-    runs = [r for r in quick_doc["runs"] if r["widths"] == [8, 4]]
-    for name in ("learned", "paper", "sharp", "uniform"):
-        label = plots.ALLOCATION_STYLES[name][0]
-        bars = next(c for c in ax.containers if c.get_label() == label)
-        mean = sum(r["allocations"][name]["train_accuracy"] for r in runs) / len(runs)
-        assert bars.lines[0].get_ydata()[0] == pytest.approx(mean)
+def test_paired_table_example_and_verdicts():
+    import doctest
+
+    from figures import stats
+
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder().find(stats.paired_table, "paired_table", globs=vars(stats)):
+        runner.run(test)
+    assert runner.summarize(verbose=False) == (0, 3)
+    rows = [{"k": 1, "scores": {"a": 0.5, "b": 0.7 + d, "c": 0.5 - d}} for d in (0.0, 0.01, 0.02)]
+    row = stats.paired_table(rows, ("k",), "a")[0]
+    assert row["verdict"] == {"b": "better", "c": "no clear difference"}  # c: -0.01 +- 0.025
+    assert row["n"] == 3 and row["mean"]["b"] == pytest.approx(0.71)
