@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .stats import mean_ci, position, summary_table  # noqa: E402
+from .stats import allocation_score, mean_ci, position, summary_table  # noqa: E402
 
 FIGSIZE = (7, 4.5)
 DPI = 120
@@ -285,6 +285,72 @@ def plot_pareto(doc: dict):
     return fig
 
 
+# ----------------------------------------------------------------------------- allocation
+
+ALLOCATION_STYLES = {"learned": ("SNL's own (learned)", "k", "o-"),
+                     "paper": ("paper (Thm 2, boxed)", COLORS["paper"], "s--"),
+                     "sharp": ("sharp bound (water-filling)", COLORS["sharp"], "^-"),
+                     "uniform": ("uniform fraction", "#ff7f0e", "D:")}
+
+
+def plot_allocation(doc: dict):
+    """Score against budget per allocation (seed mean, min-max bars): test accuracy on digits
+    (top), memorized fraction of random labels (bottom); one column per width setting, with
+    the budgets where Theorem 2's closed form is feasible shaded."""
+    _style()
+    runs = doc["runs"]
+    widths = sorted({tuple(r["widths"]) for r in runs}, key=lambda w: (len(w), w[0] / w[-1]))
+    datasets = [d for d in ("digits", "random") if any(r["dataset"] == d for r in runs)]
+    fig, axes = plt.subplots(len(datasets), len(widths), squeeze=False, sharey="row",
+                             figsize=(max(FIGSIZE[0], 2.5 * len(widths)), 2.7 * len(datasets) + 1))
+    for row, ds in enumerate(datasets):
+        for col, w in enumerate(widths):
+            mine = [r for r in runs if r["dataset"] == ds and tuple(r["widths"]) == w]
+            _allocation_panel(axes[row][col], mine, w)
+            if row == 0:
+                ratio = f"d1/d2 = {w[0] // w[1]}" if len(w) == 2 else "three layers"
+                axes[row][col].set_title(f"widths {', '.join(map(str, w))} ({ratio})")
+            if row == len(datasets) - 1:
+                axes[row][col].set_xlabel("ReLU budget")
+        axes[row][0].set_ylabel("digits: test accuracy" if ds == "digits"
+                                else "random labels: fraction memorized")
+    handles, labels = {}, {}
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=3, frameon=False)
+    fig.suptitle("Same pretraining, search and finetuning; only which ReLUs are kept differs")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def _allocation_panel(ax, runs: list, widths: tuple) -> None:
+    """One panel: each allocation's seed mean and range against budget."""
+    if not runs:
+        ax.set_visible(False)
+        return
+    if len(widths) == 2:  # Theorem 2's closed form is feasible for d2 - 1 <= B <= ...
+        d1, d2 = widths
+        ax.axvspan(d2 - 1, min(3 * d2 - 1, 2 * d1 - d2 + 1), color="#dddddd", alpha=0.6,
+                   label="Theorem 2 closed form feasible")
+    names = [a for a in ALLOCATION_STYLES if a in runs[0]["allocations"]]
+    budgets = sorted({r["budget"] for r in runs})
+    span = max(budgets) - min(budgets) or 1
+    for k, name in enumerate(names):
+        label, color, fmt = ALLOCATION_STYLES[name]
+        scores = [[allocation_score(r, name) for r in runs if r["budget"] == b] for b in budgets]
+        means = [sum(s) / len(s) for s in scores]
+        shift = (k - (len(names) - 1) / 2) * 0.012 * span
+        ax.errorbar([b + shift for b in budgets], means, fmt=fmt, color=color, ms=4, capsize=2,
+                    lw=1, yerr=[[m - min(s) for m, s in zip(means, scores)],
+                                [max(s) - m for m, s in zip(means, scores)]], label=label)
+    teacher = [r["teacher_train_accuracy" if r["dataset"] == "random" else "teacher_test_accuracy"]
+               for r in runs]
+    ax.axhline(sum(teacher) / len(teacher), color="#7f7f7f", ls=":", lw=1,
+               label="pretrained, every ReLU kept")
+    ax.grid(alpha=0.3)
+
+
 # ----------------------------------------------------------------------------- all
 
 FIGURES = (("retention", "retention", plot_retention),
@@ -292,7 +358,8 @@ FIGURES = (("retention", "retention", plot_retention),
            ("retention_recipes", "retention_recipes", plot_retention_conditions),
            ("capacity", "capacity", plot_capacity),
            ("distribution", "distribution", plot_distribution),
-           ("pareto", "pareto", plot_pareto))
+           ("pareto", "pareto", plot_pareto),
+           ("allocation", "allocation", plot_allocation))
 
 
 class ResultsError(ValueError):

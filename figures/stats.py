@@ -174,3 +174,50 @@ def summary_table(runs: Sequence[dict], keys: Sequence[str] = ("dataset", "width
         rows.append({"setting": dict(zip(keys, setting)), **summarize(group, confidence)})
     rows.append({"setting": "overall", **summarize(runs, confidence)})
     return rows
+
+
+def allocation_score(run: dict, allocation: str) -> float:
+    """Score of one allocation in a run of the allocation experiment: test accuracy on
+    digits, training accuracy (the fraction of points memorized) on random labels."""
+    entry = run["allocations"][allocation]
+    return entry["train_accuracy"] if run["dataset"] == "random" else entry["test_accuracy"]
+
+
+def paired_table(rows: Sequence[dict], keys: Sequence[str], baseline: str,
+                 confidence: float = 0.95) -> list[dict]:
+    """Per setting (the values at ``keys``): each method's mean score and its paired
+    difference against ``baseline`` (same run, so the same seed) with a t-interval.
+
+    Args:
+        rows: dicts with the ``keys`` and "scores" ({method: score}); every row of a setting
+            must score the same methods.
+        baseline: the method the others are compared with.
+
+    Returns:
+        Rows {"setting", "n", "mean": {method: mean score}, "difference": {method: {"mean",
+        "low", "high"}}, "verdict": {method: "better", "worse" or "no clear difference"}
+        (whether the interval excludes 0), "best": the method with the highest mean}.
+
+    Example:
+        >>> rows = [{"k": 1, "scores": {"a": 0.5, "b": 0.7}}, {"k": 1, "scores": {"a": 0.6, "b": 0.7}}]
+        >>> row = paired_table(rows, ("k",), "a")[0]
+        >>> row["best"], round(row["difference"]["b"]["mean"], 3)
+        ('b', 0.15)
+    """
+    table = []
+    for setting, group in sorted(group_by(rows, keys).items(), key=lambda kv: str(kv[0])):
+        methods = list(group[0]["scores"])
+        if any(list(r["scores"]) != methods for r in group):
+            raise ValueError(f"setting {setting}: runs score different methods")
+        means = {m: sum(r["scores"][m] for r in group) / len(group) for m in methods}
+        diffs, verdict = {}, {}
+        for m in methods:
+            if m == baseline:
+                continue
+            iv = mean_ci([r["scores"][m] - r["scores"][baseline] for r in group], confidence)
+            diffs[m] = {"mean": iv.mean, "low": iv.low, "high": iv.high}
+            verdict[m] = "better" if iv.low > 0 else "worse" if iv.high < 0 else "no clear difference"
+        table.append({"setting": dict(zip(keys, setting)), "n": len(group), "mean": means,
+                      "difference": diffs, "verdict": verdict,
+                      "best": max(methods, key=lambda m: means[m])})
+    return table

@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--budget", metavar="N", type=_nonneg_int, help="ReLUs per sample to keep, e.g. 60")
     b.add_argument("--budget-fraction", metavar="F", type=_fraction,
                    help="budget as a fraction of the model's ReLU count, e.g. 0.1")
+    b.add_argument("--allocation", default="learned", metavar="A",
+                   help="ReLUs kept per site: learned (SNL's own, default), paper (Theorem 2 "
+                        "boxed; two-hidden-layer MLPs), sharp (water-filling of the sharp bound), "
+                        "uniform (the same fraction per site) or FILE.json of {site: count}")
     s = p.add_argument_group("SNL search (Algorithm 1)")
     s.add_argument("--recipe", choices=("paper", "official"), default="paper",
                    help="paper: Algorithm 1 as printed (default); official: the paper's public "
@@ -160,8 +164,8 @@ def config_from_args(args):
     cfg = RunConfig(model=args.model, widths=args.widths, dataset=args.dataset,
                     data_dir=args.data_dir, budget=args.budget,
                     budget_fraction=args.budget_fraction, seed=args.seed, device=args.device,
-                    num_workers=args.workers, model_args=args.model_args,
-                    input_shape=args.input_shape, classes=args.classes)
+                    allocation=args.allocation, num_workers=args.workers,
+                    model_args=args.model_args, input_shape=args.input_shape, classes=args.classes)
     if (args.input_shape or args.classes) and args.dataset != "random":
         raise ValueError("--input-shape and --classes apply to --dataset random only")
     if args.dataset in SMALL_DATASETS:
@@ -270,7 +274,8 @@ def _run(args) -> int:
         f"{result['teacher_test_accuracy']:.4f}), online latency {result['online_latency_s']:.4f} s")
     if "learned_alpha" in result:
         pred = result["predicted"]
-        out(f"retained per layer: learned {result['learned_retained']}, paper optimum "
+        kept = "learned" if cfg.allocation == "learned" else f"kept ({result['allocation']['kind']})"
+        out(f"retained per layer: {kept} {result['learned_retained']}, paper optimum "
             f"{pred['paper'].get('retained')}, sharp optimum {pred['sharp'].get('retained')}")
     out(f"wrote {args.out}/result.json and {args.out}/metrics.jsonl")
     return 0

@@ -63,6 +63,7 @@ class RunConfig:
     data_dir: str | None = None  # directory with CIFAR / Tiny-ImageNet files
     budget: int | None = None  # absolute ReLU budget per sample
     budget_fraction: float | None = None  # budget as a fraction of the model's ReLU count
+    allocation: str = "learned"  # ReLUs per site: learned (SNL), paper, sharp, uniform or a JSON file
     seed: int = 0  # seeds torch, the data split and every DataLoader shuffle
     device: str = "cpu"  # "cpu" or "cuda"
     num_workers: int = 0  # DataLoader workers (0 keeps runs bit-reproducible)

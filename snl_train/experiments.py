@@ -47,7 +47,7 @@ from typing import Callable, Sequence
 
 from capacity.cli import quiet_broken_pipe
 
-EXPERIMENTS = ("retention", "capacity", "distribution", "pareto")
+EXPERIMENTS = ("retention", "capacity", "distribution", "pareto", "allocation")
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -148,6 +148,138 @@ def pareto_specs(quick: bool = False, seeds: int | None = None) -> list[dict]:
             for s in range(seeds)]
 
 
+# ----------------------------------------------------------------------------- allocation
+
+#: Budgets of the allocation sweep per width ratio d1/d2 (d2 = 16): below Theorem 2's feasible
+#: region (8 < d2 - 1), inside it (16; 40 for ratios >= 2) and above it (24 at ratio 1, 56).
+ALLOCATION_BUDGETS = {1: (8, 16, 24), 2: (8, 16, 40), 4: (8, 16, 40, 56), 8: (8, 16, 40, 56)}
+THREE_LAYER_WIDTHS, THREE_LAYER_BUDGETS = (64, 32, 16), (12, 24, 48)
+
+
+def allocation_specs(quick: bool = False, seeds: int | None = None) -> list[dict]:
+    """The allocation sweep: one spec per (dataset, widths, budget, seed), each run under every
+    allocation from one shared pretraining and search (:func:`run_allocation`).
+
+    Default: two-hidden-layer MLPs d2 = 16, d1/d2 in {1, 2, 4, 8} at ``ALLOCATION_BUDGETS``
+    (learned, paper, sharp, uniform) and a (64, 32, 16) MLP at 12, 24, 48 ReLUs (learned,
+    sharp, uniform), on digits and on 256 random-label points, 3 seeds. Quick: two tiny
+    random-label settings, 2 seeds, a few epochs.
+    """
+    every, no_paper = ["learned", "paper", "sharp", "uniform"], ["learned", "sharp", "uniform"]
+    if quick:
+        grid = [("random", (8, 4), 5, every), ("random", (6, 4, 4), 6, no_paper)]
+        seeds = 2 if seeds is None else seeds
+        epochs = {"pretrain": 3, "search": 25, "finetune": 1}
+    else:
+        grid = [(ds, (r * 16, 16), b, every) for ds in ("digits", "random")
+                for r, budgets in ALLOCATION_BUDGETS.items() for b in budgets]
+        grid += [(ds, THREE_LAYER_WIDTHS, b, no_paper) for ds in ("digits", "random")
+                 for b in THREE_LAYER_BUDGETS]
+        seeds = 3 if seeds is None else seeds
+        epochs = {"pretrain": 30, "search": 300, "finetune": 20}
+    return [{"experiment": "allocation", "model": "mlp", "dataset": ds, "widths": list(w),
+             "budget": b, "seed": s, "epochs": epochs, "lam": 1e-4, "allocations": allocs,
+             "random_n": 64 if quick else 256}
+            for ds, w, b, allocs in grid for s in range(seeds)]
+
+
+def run_allocation(spec: dict) -> dict:
+    """Pretrain and search once, then binarize with each allocation and finetune each alike.
+
+    The ``learned`` run goes through uninterrupted; its checkpoint at the end of the search
+    is branched: each other allocation resumes a copy of it with ``allocation`` set, so every
+    allocation shares the pretrained network, the search's gate ranking, the finetuning
+    seed and schedule (what separate runs with ``--allocation`` would do, since a run is
+    deterministic). The branches get as budget the count SNL's own binarization kept (the
+    search may end below the budget), so every allocation keeps the same number of ReLUs
+    and only which ones differs. Scores: test accuracy and, on the training set, the
+    fraction of points fit (for random labels: the fraction memorized).
+    """
+    import tempfile
+
+    from .trainer import evaluate
+
+    if spec["allocations"][0] != "learned":
+        raise ValueError(f"the allocation sweep branches from the learned run: list it first, "
+                         f"got {spec['allocations']}")
+    start = time.perf_counter()
+    record = {**_spec_fields(spec), "allocations": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        snapshot = Path(tmp) / "searched.pt"
+        kept = None  # ReLUs the learned run kept: the budget of every other allocation
+        for name in spec["allocations"]:
+            trainer, result = _allocation_run(spec, name, Path(tmp) / name, snapshot, kept)
+            kept = result["relu_count"] if name == "learned" else kept
+            record["allocations"][name] = {
+                "kept": [layer["kept"] for layer in result["per_layer"]],
+                "relu_count": result["relu_count"], "test_accuracy": result["test_accuracy"],
+                "train_accuracy": evaluate(trainer.model, trainer.data.train, trainer.device),
+                "ties": result["allocation"].get("ties")}
+            if name == "learned":
+                record.update(teacher_test_accuracy=result["teacher_test_accuracy"],
+                              teacher_train_accuracy=evaluate(trainer.teacher, trainer.data.train,
+                                                              trainer.device),
+                              relu_count_before=result["relu_count_before"],
+                              budget_reached_by_search=result["budget_reached_by_search"])
+    record["region"] = allocation_region(spec["widths"], kept)
+    record["seconds"] = time.perf_counter() - start
+    return record
+
+
+def _allocation_run(spec: dict, name: str, out: Path, snapshot: Path, budget: int | None):
+    """(trainer, result) of allocation ``name``: ``learned`` runs through and leaves its
+    end-of-search checkpoint at ``snapshot``; the others resume a copy of that checkpoint
+    with ``budget`` as their budget."""
+    import shutil
+
+    from .checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = _run_config(spec)
+    cfg.allocation = name
+    trainer = _trainer(spec, cfg, out_dir=out)
+    if name == "learned":
+        def keep_searched(t):
+            if t.stage == "search":  # on_stage_end fires before binarization
+                shutil.copy(out / "checkpoint.pt", snapshot)
+        trainer.add_callback("on_stage_end", keep_searched)
+        return trainer, trainer.run()
+    state = load_checkpoint(snapshot)
+    state["config"]["allocation"], state["allocation"] = name, None  # planned afresh on resume
+    state["budget"] = budget
+    out.mkdir()
+    save_checkpoint(state, out / "checkpoint.pt")
+    return trainer, trainer.run(resume=True)
+
+
+def allocation_summary(runs: Sequence[dict]) -> dict:
+    """Paired differences of each allocation's score against ``learned`` (same seed), per
+    setting and pooled per (dataset, region of Theorem 2), with 95% t-intervals.
+
+    The score is test accuracy on digits and the memorized fraction (training accuracy) on
+    random labels; the region (:func:`allocation_region`) is that of the count every
+    allocation of the run kept (SNL's own, which may be below the nominal budget).
+    """
+    from figures.stats import allocation_score, paired_table
+
+    rows = [{**r, "region": allocation_region(r["widths"], r["allocations"]["learned"]["relu_count"]),
+             "scores": {a: allocation_score(r, a) for a in r["allocations"]}} for r in runs]
+    return {"paired": paired_table(rows, ("dataset", "widths", "budget"), "learned"),
+            "paired_by_region": paired_table(rows, ("dataset", "region"), "learned")}
+
+
+def allocation_region(widths: Sequence[int], budget: int) -> str:
+    """Where ``budget`` lies relative to the region in which Theorem 2's closed form is
+    feasible: "below" (B < d2 - 1: a2 clamps to 0), "inside" or "above" for two hidden
+    layers; "three layers" for three."""
+    from capacity.optimum import closed_form_feasible
+
+    if len(widths) != 2:
+        return {3: "three layers"}.get(len(widths), f"{len(widths)} layers")
+    if closed_form_feasible(widths[0], widths[1], budget):
+        return "inside"
+    return "below" if budget < widths[1] - 1 else "above"
+
+
 # ----------------------------------------------------------------------------- one run
 
 def _run_config(spec: dict):
@@ -180,7 +312,7 @@ def _data(spec: dict):
     return load_dataset(spec["dataset"], spec.get("data_dir"), seed=spec["seed"])
 
 
-def _trainer(spec: dict, cfg=None):
+def _trainer(spec: dict, cfg=None, out_dir=None):
     from .models import build_model
     from .trainer import Trainer
 
@@ -188,7 +320,7 @@ def _trainer(spec: dict, cfg=None):
     data = _data(spec)
     factory = lambda: build_model(spec["model"], data.num_classes, data.in_shape,  # noqa: E731
                                   spec["widths"])
-    return Trainer(cfg, factory, data)
+    return Trainer(cfg, factory, data, out_dir=out_dir)
 
 
 def run_retention(spec: dict) -> dict:
@@ -428,7 +560,7 @@ def _spec_fields(spec: dict) -> dict:
 
 RUNNERS: dict[str, Callable[[dict], dict]] = {
     "retention": run_retention, "capacity": run_capacity,
-    "distribution": run_snl, "pareto": run_pareto,
+    "distribution": run_snl, "pareto": run_pareto, "allocation": run_allocation,
 }
 
 
@@ -494,7 +626,8 @@ def experiment(name: str, quick: bool = False, seeds: int | None = None, jobs: i
                progress: bool = False, partial=None, **options) -> dict:
     """Run experiment ``name`` and return the results document written by :func:`save`."""
     specs = {"retention": retention_specs, "capacity": capacity_specs,
-             "distribution": distribution_specs, "pareto": pareto_specs}[name](
+             "distribution": distribution_specs, "pareto": pareto_specs,
+             "allocation": allocation_specs}[name](
         quick, seeds, **options)
     start = time.perf_counter()
     runs = run_all(specs, jobs, progress, partial)
@@ -512,6 +645,8 @@ def document(name: str, runs: list[dict], **facts) -> dict:
         doc["summary_by_ratio"] = summary_table(
             [{**r, "ratio": r["widths"][0] // r["widths"][1]} for r in runs], ("ratio",))
         doc["by_condition"] = condition_table(runs)
+    if name == "allocation":
+        doc.update(allocation_summary(runs))
     return doc
 
 
@@ -571,6 +706,14 @@ def save(doc: dict, out: str | os.PathLike) -> Path:
                             r["test_accuracy"], r["teacher_test_accuracy"], condition(r)[0],
                             r.get("lam")])
     return out
+
+
+def _paired_line(row: dict) -> str:
+    """One line of the allocation summary: each allocation minus learned, 95% interval."""
+    setting = ", ".join(str(v) for v in row["setting"].values())
+    parts = [f"{m} {d['mean']:+.3f} ({d['low']:+.3f} .. {d['high']:+.3f})"
+             for m, d in row["difference"].items()]
+    return f"{setting} (n={row['n']}, learned {row['mean']['learned']:.3f}): " + "; ".join(parts)
 
 
 @quiet_broken_pipe
@@ -636,6 +779,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     path = save(doc, args.out)
     print(f"{args.experiment}: {len(doc['runs'])} runs in {doc['wall_seconds']:.0f} s -> {path}")
+    for row in doc.get("paired_by_region", ()):
+        print("  " + _paired_line(row))
     if "summary" in doc:
         overall = doc["summary"][-1]
         for name in ("paper", "sharp"):

@@ -70,6 +70,10 @@ class BudgetError(ValueError):
     """A ReLU budget that is negative or larger than the model's ReLU count."""
 
 
+class AllocationError(BudgetError):
+    """An ``--allocation`` that cannot be applied to this model and budget."""
+
+
 # ----------------------------------------------------------------------------- pieces
 
 def kd_loss(logits, teacher_logits, target, temperature: float = 4.0, kd_weight: float = 0.5):
@@ -163,6 +167,72 @@ def binarize_within_budget(model: nn.Module, budget: int, epsilon: float, exampl
     return relu_counts(model, example_input, epsilon)
 
 
+@torch.no_grad()
+def binarize_to_quotas(model: nn.Module, quotas: dict, epsilon: float, example_input):
+    """Set every gate to 0/1 so that site ``name`` keeps exactly ``quotas[name]`` ReLUs; return the counts.
+
+    Inside a site the units the search ranks highest are kept: largest c first, ties to the
+    lower flat index (a unit is one ReLU for a pixel gate, H*W ReLUs for a channel gate).
+    A site missing from ``quotas`` keeps none. Raises ValueError for a quota that is not a
+    multiple of the site's unit or exceeds its ReLUs.
+
+    Example::
+
+        >>> binarize_to_quotas(net, {"features.2": 3, "features.4": 1}, 0.01, x)  # doctest: +SKIP
+    """
+    totals = {s.name: s.total for s in relu_counts(model, example_input, epsilon)}
+    for name, gate in gate_sites(model):
+        param = _gate_tensor(gate)
+        c = param.detach().flatten().cpu()
+        unit, quota = totals[name] // c.numel(), quotas.get(name, 0)
+        if quota % unit or not 0 <= quota <= totals[name]:
+            raise ValueError(f"site {name}: quota {quota} is not a multiple of {unit} in 0..{totals[name]}")
+        keep = torch.zeros(c.numel(), dtype=torch.bool)
+        keep[torch.argsort(-c, stable=True)[:quota // unit]] = True
+        param.copy_(keep.view_as(param).to(param.dtype))
+    return relu_counts(model, example_input, epsilon)
+
+
+def allocation_sites(model: nn.Module, example_input, epsilon: float = 0.01) -> list:
+    """The gated sites of ``model`` as :class:`capacity.allocation.Site` (name, ReLUs, unit, p).
+
+    The unit is ReLUs per gate entry (1 pixel-wise, H*W channel-wise); p is the gate's
+    ``pieces`` when it says, else 2 (ReLU).
+    """
+    from capacity.allocation import Site
+
+    totals = {s.name: s.total for s in relu_counts(model, example_input, epsilon)}
+    return [Site(name, totals[name], totals[name] // _gate_tensor(gate).numel(),
+                 int(getattr(gate, "pieces", 2))) for name, gate in gate_sites(model)]
+
+
+def plan_allocation(allocation: str, sites: list, budget: int):
+    """The :class:`capacity.allocation.Allocation` named by ``allocation`` for ``sites``.
+
+    Args:
+        allocation: "paper", "sharp", "uniform" or the path of a JSON file of kept counts.
+        sites: from :func:`allocation_sites`.
+        budget: ReLUs the gated sites may keep.
+
+    Raises:
+        AllocationError: an unreadable or malformed file, or counts that do not fit.
+    """
+    from capacity import allocation as alloc
+
+    try:
+        if allocation in alloc.KINDS:
+            return alloc.allocate(allocation, sites, budget)
+        try:
+            text = Path(allocation).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not a text file"
+            raise AllocationError(f"--allocation {allocation} is neither learned, paper, sharp, "
+                                  f"uniform nor a readable JSON file ({reason})") from None
+        return alloc.file_allocation(sites, budget, alloc.read_counts(text, allocation))
+    except alloc.AllocationError as exc:
+        raise AllocationError(str(exc)) from None
+
+
 def batches(dataset, batch_size: int, shuffle: bool, generator=None, num_workers: int = 0):
     """Mini-batches; in-memory TensorDatasets are sliced directly (no per-item collation)."""
     if isinstance(dataset, TensorDataset) and num_workers == 0:
@@ -225,6 +295,7 @@ class Trainer:
         # recipe state (snl_train.recipes): the lowest count so far, the best finetuning epochs
         self.lowest_count, self.best = None, {}
         self.validation, self.validation_indices = self._hold_out()
+        self.allocation = None  # the --allocation report, quotas included (see _plan_allocation)
 
     def add_callback(self, event: str, fn: Callable[["Trainer"], None]) -> None:
         self.callbacks[event].append(fn)
@@ -359,6 +430,7 @@ class Trainer:
                 self._check_excluded(self.model)
             finally:
                 remove_gates(self.model)
+        self.allocation = self._plan_allocation()  # a bad allocation fails before any training
         if self.out_dir is not None and self.writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._path("metrics.jsonl").write_text("")
@@ -393,8 +465,7 @@ class Trainer:
                 self.log(f"search: budget NOT reached after the maximum of {self.epoch} epochs "
                          f"({self.prev_count} ReLUs > {self.budget}); binarization keeps only "
                          f"the {self.budget} largest gates")
-            binarize_within_budget(self.model, self.budget - self._excluded_relus(),
-                                   self.config.search.epsilon, self.example_input)
+            self._binarize()
             freeze_gates(self.model)
             counts = self._site_counts()
             self.log(f"binarized: {sum(s.kept for s in counts)} of {sum(s.total for s in counts)} "
@@ -563,6 +634,44 @@ class Trainer:
                     "it; optimistic, for comparison with published numbers only"}
         return {"recipe": "official", "finetune_selection": selection,
                 "test_selected": test_selected}
+    # -- fixed allocations (--allocation) ------------------------------------------------
+    def _plan_allocation(self) -> dict:
+        """The allocation report: for a fixed allocation its per-site quotas, worked out on a
+        gated copy of the model; for ``learned`` (SNL's own choice) no quotas."""
+        cfg = self.config
+        if cfg.allocation == "learned":
+            return {"allocation": "learned", "kind": "learned", "quotas": None}
+        if cfg.allocation == "paper" and (cfg.model != "mlp" or len(cfg.widths) != 2):
+            raise AllocationError(f"--allocation paper needs a two-hidden-layer MLP (--model mlp "
+                                  f"--widths D1,D2); this run has --model {cfg.model} with "
+                                  f"widths {','.join(map(str, cfg.widths))}")
+        probe = copy.deepcopy(self.model)  # a copy, not a new model: the seeded RNG stays as it is
+        if not is_gated(probe):
+            self._add_gates(probe)
+        sites = allocation_sites(probe, self.example_input, cfg.search.epsilon)
+        plan = plan_allocation(cfg.allocation, sites, self.budget - self._excluded_relus(probe))
+        report = {"allocation": cfg.allocation, "kind": plan.kind, "quotas": plan.quotas(sites),
+                  "total": plan.total, "budget": plan.budget, "ties": plan.ties, "rule": plan.rule}
+        self.log(f"allocation {cfg.allocation}: keeps {plan.total} ReLUs as "
+                 + ", ".join(f"{name} {k}" for name, k in report["quotas"].items()))
+        return report
+
+    def _binarize(self) -> None:
+        """c := 1(c > epsilon) within the budget (learned), or exactly the allocation's quotas."""
+        if self.allocation is None or self.allocation["quotas"] is None:
+            binarize_within_budget(self.model, self.budget - self._excluded_relus(),
+                                   self.config.search.epsilon, self.example_input)
+        else:
+            binarize_to_quotas(self.model, self.allocation["quotas"], self.config.search.epsilon,
+                               self.example_input)
+
+    def _restore_allocation(self, state: dict) -> None:
+        """A resumed run keeps its allocation: same --allocation, the quotas it planned."""
+        saved = state["config"].get("allocation", "learned")
+        if saved != self.config.allocation:
+            raise CheckpointError(f"checkpoint is for --allocation {saved}, this run has "
+                                  f"--allocation {self.config.allocation}")
+        self.allocation = state.get("allocation") or self._plan_allocation()
 
     # -- persistence --------------------------------------------------------------------
     def _path(self, name: str) -> Path:
@@ -594,7 +703,7 @@ class Trainer:
             "budget": self.budget, "relu_count_before": self.relu_count_before,
             "budget_reached": self.budget_reached, "last_record": self.last_record,
             "metrics_lines": self.metrics_lines, "rng": rng_state(self.device),
-            "recipe": self._recipe_state(), **extra,
+            "recipe": self._recipe_state(), "allocation": self.allocation, **extra,
         }, self._path("checkpoint.pt"))
 
     def _restore(self, state: dict) -> None:
@@ -627,6 +736,7 @@ class Trainer:
                     "budget_reached", "last_record", "metrics_lines"):
             setattr(self, key, state[key])
         self._restore_recipe(state)
+        self._restore_allocation(state)
         self._make_optimizer()
         if self.optimizer is not None and state["optimizer"] is not None:
             try:
@@ -678,6 +788,7 @@ class Trainer:
             "latency": latency, "final_lambda": self.lam, "config": cfg.to_dict(),
         }
         result.update(self._recipe_report())
+        result["allocation"] = self.allocation
         if cfg.model == "mlp" and len(counts) == 2:
             result.update(retention_report(counts, self.budget))
         if self.dist is not None:
