@@ -196,14 +196,14 @@ def binarize_to_quotas(model: nn.Module, quotas: dict, epsilon: float, example_i
 def allocation_sites(model: nn.Module, example_input, epsilon: float = 0.01) -> list:
     """The gated sites of ``model`` as :class:`capacity.allocation.Site` (name, ReLUs, unit, p).
 
-    The unit is ReLUs per gate entry (1 pixel-wise, H*W channel-wise); p is the gate's
-    ``pieces`` when it says, else 2 (ReLU).
+    The unit is ReLUs per gate entry (1 pixel-wise, H*W channel-wise); p is the number of
+    linear pieces of the gated activation (2 for ReLU and LeakyReLU, 3 for ReLU6 and Hardtanh).
     """
     from capacity.allocation import Site
 
     totals = {s.name: s.total for s in relu_counts(model, example_input, epsilon)}
     return [Site(name, totals[name], totals[name] // _gate_tensor(gate).numel(),
-                 int(getattr(gate, "pieces", 2))) for name, gate in gate_sites(model)]
+                 gate.activation.pieces) for name, gate in gate_sites(model)]
 
 
 def plan_allocation(allocation: str, sites: list, budget: int):

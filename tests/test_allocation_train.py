@@ -54,6 +54,14 @@ def test_binarize_to_quotas_channel_units_and_bad_quotas():
             binarize_to_quotas(net, {name: bad}, 0.01, x)
 
 
+def test_allocation_sites_take_p_from_the_gated_activation():
+    """ReLU and LeakyReLU sites have p = 2, ReLU6 and Hardtanh sites p = 3."""
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU6(),
+                        nn.Linear(4, 4), nn.LeakyReLU(0.1), nn.Linear(4, 4), nn.Hardtanh(), nn.Linear(4, 2))
+    add_gates(net, example_input=torch.zeros(1, 3))
+    assert [s.pieces for s in allocation_sites(net, torch.zeros(1, 3))] == [2, 3, 2, 3]
+
+
 # ------------------------------------------------------------------ the trainer, per kind
 
 def tiny(model="mlp", widths=(8, 4), budget=5, allocation="learned", granularity="pixel"):
