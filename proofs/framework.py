@@ -72,10 +72,10 @@ class Claim:
     """A registered claim.
 
     Attributes:
-        id: short identifier, "c01" .. "c12".
+        id: short identifier, "c01", "c02", ...
         title: the claim in one line.
         paper: what the check says about the paper's own statement
-            ("holds", "holds with conditions", "erratum", "new").
+            ("holds", "holds with conditions", "erratum", "not a theorem as stated", "new").
         page: file name of the claim's markdown page under ``proofs/pages``.
         check: the function that gathers the evidence.
     """
