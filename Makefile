@@ -41,7 +41,7 @@ bench: setup
 MUTANTS ?= capacity.bounds* capacity.optimum* capacity.pieces* snl_train.gates* snl_train.trainer* snl_train.accounting*
 mutate: setup
 	$(PY) -m pip install -q -c constraints.txt 'mutmut==3.8.1'
-	$(VENV)/bin/mutmut run --max-children 2 $(foreach m,$(MUTANTS),'$(m)')
+	HYPOTHESIS_PROFILE=mutate $(VENV)/bin/mutmut run --max-children 2 $(foreach m,$(MUTANTS),'$(m)')
 	$(VENV)/bin/mutmut export-cicd-stats
 	$(VENV)/bin/mutmut results
 
