@@ -391,3 +391,43 @@ def test_activation_pieces_exact():
     r = restrict(tanh)
     assert r.slopes == (0, 1, 0) and r.intercepts == (-1, 0, 1)
     assert ACTIVATIONS["hardtanh"].piece_at(1) in ((1, 0), (0, 1)) and ACTIVATIONS["relu"].p == 2
+
+
+@pytest.mark.parametrize("layers, out, statement, capacity", [
+    # pruned (a zero row), the rest ReLU: Corollary 2 at the kept widths (2, 1)
+    ([{"weight": [[1], [1], [0]], "bias": [0, -1, 0]}, {"weight": [[1, 1, 1]], "bias": [0]}],
+     [1], "Corollary 2", corollary2_counts(2, 1, 3, 1)),
+    # pruned and linearized, both layers keep a neuron: Corollary 1 on the kept widths
+    ([{"weight": [[1], [1], [0]], "bias": [0, -1, 0], "mask": [1, 0, 1]},
+      {"weight": [[1, 1, 1], [1, 0, 0]], "bias": [0, 0]}],
+     [1, 1], "Corollary 1 (pruned widths)", corollary1_counts(1, 2, 2, 2)),
+    # linearized and layer 2 pruned away entirely: Corollary 2 with the retained counts
+    ([{"weight": [[1], [1]], "bias": [0, -1], "mask": [1, 0]}, {"weight": [[1, 1]], "bias": [0]}],
+     [0], "Corollary 2", corollary2_counts(0, 0, 2, 1)),
+])
+def test_bounds_report_pruned_statements(layers, out, statement, capacity):
+    """Which of the paper's statements bounds a pruned network, with its exact value."""
+    report = bounds_report(load_network({"layers": layers, "output": {"weight": out}}))
+    assert report["paper"]["statement"] == statement
+    assert report["paper"]["capacity"] == capacity and report["paper"]["pieces"] == capacity - 1
+
+
+def test_network_call_exact():
+    """Evaluating a network: masks, biases and the output bias, exactly."""
+    net = load_network({"layers": [{"weight": [[2], [1]], "bias": ["1/2", -3], "mask": [1, 0]}],
+                        "output": {"weight": [1, "1/3"], "bias": 5}})
+    assert net([F(-1)]) == 0 + F(-4, 3) + 5
+    assert net([F(1)]) == F(5, 2) + F(-2, 3) + 5
+    hard = one_layer([1], [0], [1], activation="hardtanh")
+    assert [hard([t]) for t in (-3, F(-1, 2), 3)] == [-1, F(-1, 2), 1]
+    leaky = one_layer([1], [0], [1], activation="leaky_relu")
+    assert leaky([-100]) == -1 and leaky([7]) == 7
+
+
+def test_sampled_pieces_tolerance():
+    """sampled_pieces counts slope changes larger than tol times the largest slope."""
+    net = one_layer([1, 1], [0, -1], [1, F(1, 100)])  # slopes 0, 1, 101/100
+    assert sampled_pieces(net, -2, 3, 5) == 3
+    assert sampled_pieces(net, -2, 3, 5, tol=F(1, 50)) == 2
+    assert sampled_pieces(net, -2, 3, 5, tol=F(1, 101)) == 2  # change == tol * scale: not counted
+    assert sampled_pieces(net, -2, 3, 5, tol=F(1, 102)) == 3
