@@ -161,6 +161,8 @@ def test_bad_problems_are_rejected(args, message):
     (50000, 5000, 10000, 2, "interior"),
     (10, 10, 3, 2, "a2 = 0 (layer 2 keeps no ReLU)"),        # B < d2 - 1, B <= d1
     (10, 10, 8, 2, "a2 = 0 (layer 2 keeps no ReLU)"),        # one below the region's start
+    (3, 10, 3, 2, "a2 = 0 (layer 2 keeps no ReLU)"),         # B = d1: both faces, a2 = 0 named
+    (3, 10, 4, 2, "a1 = 1 (layer 1 keeps every ReLU)"),      # B = d1 + 1
     (10, 10, 9, 2, "interior"),                              # B = d2 - 1: y* = 0 exactly
     (2, 10, 11, 2, "a1 = 1 (layer 1 keeps every ReLU)"),     # B > 2 d1 - (d2 - 1), B > d1
     (2, 10, 12, 2, "a1 = 1 (layer 1 keeps every ReLU)"),     # full budget, critical point below
