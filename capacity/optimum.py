@@ -183,12 +183,12 @@ def water_level(widths: Sequence[int], budget: int) -> Fraction:
     dims, b, _ = check_problem(widths, budget)
     filled = 0
     ordered = sorted(dims)
-    for i, d in enumerate(ordered):
+    for i, d in enumerate(ordered[:-1]):
         level = Fraction(b - filled, len(ordered) - i)
         if level <= d:
             return level
         filled += d
-    raise AssertionError("unreachable: the budget was checked against the total width")
+    return Fraction(b - filled)  # the widest layer takes the rest: b <= sum of widths
 
 
 def sharp_optimum(widths: Sequence[int], budget: int, p: int = 2) -> SharpOptimum:

@@ -219,3 +219,26 @@ def test_closed_form_general_p_exact():
     assert closed_form(10, 7, 6, 3) == (Fraction(9, 2) / 10, Fraction(3, 2) / 7)
     assert closed_form(4, 4, 0) == (Fraction(3, 2) / 4, Fraction(-3, 2) / 4)
     assert not closed_form_feasible(4, 4, 0) and closed_form_feasible(4, 4, 3)
+
+
+def test_exact_types_and_fractions():
+    """Integral values are ints (not Fraction), fractions are x / d, p defaults to 2."""
+    from capacity.optimum import check_problem
+
+    opt = paper_optimum(50000, 5000, 10001)
+    assert [type(v) for v in opt.retained] == [int, int] and opt.retained == (7500, 2501)
+    assert opt.alpha == (Fraction(7500, 50000), Fraction(2501, 5000))
+    sharp = sharp_optimum([50000, 5000], 10000)
+    assert sharp.alpha == (Fraction(1, 10), 1) and [type(v) for v in sharp.retained] == [int, int]
+    assert type(sharp.level) is int and sharp.level == 5000
+    assert sharp_optimum([3, 4], 3).retained == (Fraction(3, 2), Fraction(3, 2))
+    assert check_problem([5, 5], 3) == ([5, 5], 3, 2)
+    with pytest.raises(ValueError, match="at least one layer width is needed"):
+        sharp_optimum([], 0)
+
+
+@pytest.mark.parametrize("widths, budget, level", [
+    ([7], 5, 5), ([2, 9], 11, 9), ([2, 9], 10, 8), ([1, 1, 8], 6, 4), ([3, 3, 3], 7, Fraction(7, 3))])
+def test_water_level_widest_layer_takes_the_rest(widths, budget, level):
+    """When every narrower layer is full, the widest one holds the rest of the budget."""
+    assert water_level(widths, budget) == level
