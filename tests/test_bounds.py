@@ -118,3 +118,15 @@ def test_defaults_are_relu():
     assert not closed_form_feasible(3, 5, 4) and closed_form_feasible(3, 5, 4, p=3)
     assert paper_optimum(4, 3, 5) == paper_optimum(4, 3, 5, p=2) != paper_optimum(4, 3, 5, p=3)
     assert sharp_optimum([3, 2], 4).integer_value == 10 and sharp_optimum([3, 2], 4, p=3).integer_value == 26
+
+
+def test_symbolic_counts_and_exact_types():
+    """The counts forms work on sympy symbols (x / d, not x * d); integral results are ints."""
+    import sympy
+
+    x, y = sympy.symbols("x y")
+    assert sympy.expand(corollary1_counts(x, y, 4, 3) - (x * y + 3 * x + y + 2)) == 0
+    assert sympy.expand(corollary2_counts(x, 2, 4, 3, p=3) - (12 * x + 6)) == 0
+    assert type(corollary1(Fraction(1, 2), 1, 4, 3)) is int and corollary1(Fraction(1, 2), 1, 4, 3) == 17
+    assert type(corollary1_counts(2, 3, 4, 3)) is int and type(sharp_pieces([Fraction(2), 1])) is int
+    assert corollary1_counts(1, 1, 2, 2) == Fraction(1 * 1 + 1 * 2 + 1 + 2)
