@@ -233,7 +233,7 @@ def test_exact_types_and_fractions():
     assert type(sharp.level) is int and sharp.level == 5000
     assert sharp_optimum([3, 4], 3).retained == (Fraction(3, 2), Fraction(3, 2))
     assert check_problem([5, 5], 3) == ([5, 5], 3, 2)
-    with pytest.raises(ValueError, match="at least one layer width is needed"):
+    with pytest.raises(ValueError, match="^at least one layer width is needed$"):
         sharp_optimum([], 0)
 
 
