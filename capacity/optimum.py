@@ -153,20 +153,24 @@ def paper_optimum(d1: int, d2: int, budget: int, p: int = 2) -> PaperOptimum:
         alpha=(Fraction(x) / d1, Fraction(y) / d2),
         retained=(_tidy(Fraction(x)), _tidy(y)),
         interior=lo <= y_star <= hi,
-        active=_active_constraint(y_star, lo, hi, b, d1, d2),
+        active=_active_constraint(y_star, lo, hi, b, d1),
         value=objective(y, b),
         integer_retained=sorted((b - c, c) for c, v in values.items() if v == best),
         integer_value=int(best),
     )
 
 
-def _active_constraint(y_star: Fraction, lo: int, hi: int, b: int, d1: int, d2: int) -> str:
-    """Name the box constraint that binds at the clamped optimum."""
+def _active_constraint(y_star: Fraction, lo: int, hi: int, b: int, d1: int) -> str:
+    """Name the box constraint that binds at the clamped optimum (proofs: c16).
+
+    Below the segment, y = max(0, B - d1): a2 = 0 when B <= d1, else a1 = 1. Above it: x* >= 0
+    always, so y* > min(d2, B) means y* > d2 and a2 = 1; a1 = 0 never binds.
+    """
     if lo <= y_star <= hi:
         return "interior"
     if y_star < lo:
-        return "a2 = 0 (layer 2 keeps no ReLU)" if lo == 0 else "a1 = 1 (layer 1 keeps every ReLU)"
-    return "a2 = 1 (layer 2 keeps every ReLU)" if hi == d2 else "a1 = 0 (layer 1 keeps no ReLU)"
+        return "a2 = 0 (layer 2 keeps no ReLU)" if b <= d1 else "a1 = 1 (layer 1 keeps every ReLU)"
+    return "a2 = 1 (layer 2 keeps every ReLU)"
 
 
 def water_level(widths: Sequence[int], budget: int) -> Fraction:
@@ -179,12 +183,12 @@ def water_level(widths: Sequence[int], budget: int) -> Fraction:
     dims, b, _ = check_problem(widths, budget)
     filled = 0
     ordered = sorted(dims)
-    for i, d in enumerate(ordered):
+    for i, d in enumerate(ordered[:-1]):
         level = Fraction(b - filled, len(ordered) - i)
         if level <= d:
             return level
         filled += d
-    raise AssertionError("unreachable: the budget was checked against the total width")
+    return Fraction(b - filled)  # the widest layer takes the rest: b <= sum of widths
 
 
 def sharp_optimum(widths: Sequence[int], budget: int, p: int = 2) -> SharpOptimum:

@@ -509,27 +509,22 @@ def _cuts(za, zc, scale, kept, thresholds, lo, hi) -> list:
     return sorted(cuts)
 
 
-def restrict(net: Network) -> Restriction:
-    """The network along its line, exactly: breakpoints and one affine map per piece.
+def _exact_layers(net: Network):
+    """Yield ``(den, breaks, maps)`` after each hidden layer, exactly.
 
-    Returns:
-        A ``Restriction`` whose breakpoints are exactly the points where the output's
-        slope changes (merged: adjacent pieces always have different maps).
-
-    Example:
-        >>> net = load_network({"layers": [{"weight": [[1]], "bias": [0]}],
-        ...                     "output": {"weight": [1], "bias": 0}})
-        >>> restrict(net).slopes
-        (0, 1)
+    ``breaks`` are the sorted breakpoints (in t) of the map from t to the outputs of every
+    layer so far; on the i-th interval between them that map is ``(a t + c) / den`` with
+    integer vectors ``(a, c) = maps[i]`` over the current layer's neurons. Before the first
+    layer it is the input line (no breakpoint).
     """
     act = ACTIVATIONS[net.activation]
     thresholds = act.thresholds
     act_num, act_den = _scaled([v for piece in act.pieces for v in piece])
     act_pieces = list(zip(act_num[0::2], act_num[1::2]))  # (slope, intercept) * act_den
-    # on interval i, the input-side vector is (a t + c) / den with integer vectors a, c
     a0, d0 = _scaled(list(net.direction) + list(net.origin))
     fan = len(net.direction)
     den, breaks, maps = d0, [], [(a0[:fan], a0[fan:])]
+    yield den, breaks, maps
     for layer in net.layers:
         flat, w_den = _scaled([w for row in layer.weight for w in row])
         fan = len(layer.weight[0]) if layer.width else 0
@@ -545,8 +540,7 @@ def restrict(net: Network) -> Restriction:
             zc = [sum(map(mul, row, c)) * b_den + bt for row, bt in zip(rows, bias_term)]
             lo = breaks[i - 1] if i > 0 else None
             hi = breaks[i] if i < len(breaks) else None
-            cuts = _cuts(za, zc, scale, kept, thresholds, lo, hi) if kept else []
-            points = [lo, *cuts, hi]
+            points = [lo, *_cuts(za, zc, scale, kept, thresholds, lo, hi), hi]
             for left, right in zip(points, points[1:]):
                 t = _representative(left, right)
                 tn, td = t.numerator, t.denominator
@@ -563,9 +557,42 @@ def restrict(net: Network) -> Restriction:
                     new_breaks.append(right)
         den, breaks, maps = scale * act_den, new_breaks, new_maps
         divisor = gcd(den, *(v for a, c in maps for v in a), *(v for a, c in maps for v in c))
-        if divisor > 1:  # keep the integers small
-            den //= divisor
-            maps = [([v // divisor for v in a], [v // divisor for v in c]) for a, c in maps]
+        den //= divisor  # keep the integers small
+        maps = [([v // divisor for v in a], [v // divisor for v in c]) for a, c in maps]
+        yield den, breaks, maps
+
+
+def layer_breakpoints(net: Network) -> tuple[tuple, ...]:
+    """Per hidden layer l, the breakpoints K_l (in t) of the map t -> outputs of layers 1..l.
+
+    These are the sets of the induction behind the sharp bound: layer l + 1 keeps every
+    point of K_l and adds, for each kept neuron, the points inside an interval of K_l where
+    its (affine) pre-activation crosses a threshold of the activation.
+
+    Example:
+        >>> net = load_network({"layers": [{"weight": [[1], [1]], "bias": [0, -1]},
+        ...     {"weight": [[1, -1]], "bias": ["-1/2"]}], "output": {"weight": [1]}})
+        >>> layer_breakpoints(net)
+        ((0, 1), (0, Fraction(1, 2), 1))
+    """
+    layers = list(_exact_layers(net))[1:]
+    return tuple(tuple(_tidy(t) for t in breaks) for _, breaks, _ in layers)
+
+
+def restrict(net: Network) -> Restriction:
+    """The network along its line, exactly: breakpoints and one affine map per piece.
+
+    Returns:
+        A ``Restriction`` whose breakpoints are exactly the points where the output's
+        slope changes (merged: adjacent pieces always have different maps).
+
+    Example:
+        >>> net = load_network({"layers": [{"weight": [[1]], "bias": [0]}],
+        ...                     "output": {"weight": [1], "bias": 0}})
+        >>> restrict(net).slopes
+        (0, 1)
+    """
+    *_, (den, breaks, maps) = _exact_layers(net)
     out, o_den = _scaled(list(net.output_weight))
     (o_bias,), ob_den = _scaled([net.output_bias])
     out_scale = o_den * den * ob_den

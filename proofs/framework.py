@@ -16,11 +16,38 @@ Example:
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 #: The methods a step may use; the table lists the ones a claim actually used.
 METHODS = ("sympy", "z3", "exhaustive", "exact")
+
+_FAIL_FAST: ContextVar[bool] = ContextVar("fail_fast", default=False)
+
+
+class StepFailed(Exception):
+    """Raised by ``Evidence.check`` inside ``fail_fast()`` at the first step that fails."""
+
+
+@contextmanager
+def fail_fast() -> Iterator[None]:
+    """Stop a check at its first failing step (tests of wrong inputs need no more).
+
+    Example:
+        >>> try:
+        ...     with fail_fast():
+        ...         Evidence().check("exact", "1 = 2", 1 == 2)
+        ... except StepFailed as err:
+        ...     print(err)
+        [exact] 1 = 2
+    """
+    token = _FAIL_FAST.set(True)
+    try:
+        yield
+    finally:
+        _FAIL_FAST.reset(token)
 
 
 @dataclass(frozen=True)
@@ -49,6 +76,8 @@ class Evidence:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.steps.append(Step(method, text, bool(ok), str(detail)))
+        if not ok and _FAIL_FAST.get():
+            raise StepFailed(f"[{method}] {text}")
         return bool(ok)
 
     def note(self, finding: str) -> None:
@@ -72,10 +101,10 @@ class Claim:
     """A registered claim.
 
     Attributes:
-        id: short identifier, "c01" .. "c12".
+        id: short identifier, "c01", "c02", ...
         title: the claim in one line.
         paper: what the check says about the paper's own statement
-            ("holds", "holds with conditions", "erratum", "new").
+            ("holds", "holds with conditions", "erratum", "not a theorem as stated", "new").
         page: file name of the claim's markdown page under ``proofs/pages``.
         check: the function that gathers the evidence.
     """

@@ -103,3 +103,30 @@ def test_numpy_integers_become_python_ints():
     assert type(as_count(np.int32(3), "budget")) is int
     with pytest.raises(ValueError):
         as_exact(np.float64(1.0))
+
+
+def test_defaults_are_relu():
+    """Every bound and optimum defaults to p = 2 (ReLU), and p = 3 gives a different value."""
+    from capacity.optimum import closed_form, closed_form_feasible, paper_optimum, sharp_optimum
+
+    half = Fraction(1, 2)
+    cases = [(theorem1, (3, 2)), (corollary1, (half, half, 4, 3)), (corollary2, (half, half, 4, 3)),
+             (corollary1_counts, (2, 1, 4, 3)), (corollary2_counts, (2, 1, 4, 3)),
+             (sharp_pieces, ([3, 2],)), (sharp_capacity, ([3, 2],)), (closed_form, (4, 3, 5))]
+    for function, args in cases:
+        assert function(*args) == function(*args, p=2) != function(*args, p=3), function.__name__
+    assert not closed_form_feasible(3, 5, 4) and closed_form_feasible(3, 5, 4, p=3)
+    assert paper_optimum(4, 3, 5) == paper_optimum(4, 3, 5, p=2) != paper_optimum(4, 3, 5, p=3)
+    assert sharp_optimum([3, 2], 4).integer_value == 10 and sharp_optimum([3, 2], 4, p=3).integer_value == 26
+
+
+def test_symbolic_counts_and_exact_types():
+    """The counts forms work on sympy symbols (x / d, not x * d); integral results are ints."""
+    import sympy
+
+    x, y = sympy.symbols("x y")
+    assert sympy.expand(corollary1_counts(x, y, 4, 3) - (x * y + 3 * x + y + 2)) == 0
+    assert sympy.expand(corollary2_counts(x, 2, 4, 3, p=3) - (12 * x + 6)) == 0
+    assert type(corollary1(Fraction(1, 2), 1, 4, 3)) is int and corollary1(Fraction(1, 2), 1, 4, 3) == 17
+    assert type(corollary1_counts(2, 3, 4, 3)) is int and type(sharp_pieces([Fraction(2), 1])) is int
+    assert corollary1_counts(1, 1, 2, 2) == Fraction(1 * 1 + 1 * 2 + 1 + 2)

@@ -46,6 +46,8 @@ def test_worked_example_closed_form():
 @example((10, 10, 3, 2))  # budget below d2: a2 = 0 binds
 @example((3, 10, 13, 2))  # full budget
 @example((5, 1, 0, 2))  # empty budget
+@example((2, 10, 11, 2))  # a1 = 1 binds
+@example((10, 7, 6, 3))  # p = 3, floor and ceiling tie
 def test_paper_integer_optimum_matches_brute_force(problem):
     """Every integer tie, and the value, equal exhaustive enumeration."""
     d1, d2, budget, p = problem
@@ -90,6 +92,7 @@ def test_infeasible_closed_form_is_beaten(d1, d2, budget):
 @given(sharp_problems)
 @example(([3, 3], 3, 2))  # two tied splits
 @example(([7, 1, 1, 7], 9, 2))  # capped layers
+@example(([3, 5, 5], 10, 2))  # a layer whose width equals floor(t) gets no extra ReLU
 def test_sharp_integer_optimum_matches_brute_force(problem):
     """Ties counted and listed, and the value, equal exhaustive enumeration (1-4 layers)."""
     widths, budget, p = problem
@@ -152,3 +155,90 @@ def test_bad_problems_are_rejected(args, message):
     """Invalid widths, budgets and p raise ValueError naming the value."""
     with pytest.raises(ValueError, match=message):
         sharp_optimum(*args)
+
+
+@pytest.mark.parametrize("d1, d2, budget, p, active", [
+    (50000, 5000, 10000, 2, "interior"),
+    (10, 10, 3, 2, "a2 = 0 (layer 2 keeps no ReLU)"),        # B < d2 - 1, B <= d1
+    (10, 10, 8, 2, "a2 = 0 (layer 2 keeps no ReLU)"),        # one below the region's start
+    (3, 10, 3, 2, "a2 = 0 (layer 2 keeps no ReLU)"),         # B = d1: both faces, a2 = 0 named
+    (3, 10, 4, 2, "a1 = 1 (layer 1 keeps every ReLU)"),      # B = d1 + 1
+    (10, 10, 9, 2, "interior"),                              # B = d2 - 1: y* = 0 exactly
+    (2, 10, 11, 2, "a1 = 1 (layer 1 keeps every ReLU)"),     # B > 2 d1 - (d2 - 1), B > d1
+    (2, 10, 12, 2, "a1 = 1 (layer 1 keeps every ReLU)"),     # full budget, critical point below
+    (100, 10, 50, 2, "a2 = 1 (layer 2 keeps every ReLU)"),   # B > 3 d2 - 1
+    (100, 10, 29, 2, "interior"),                            # B = 3 d2 - 1: y* = d2 exactly
+    (100, 10, 30, 2, "a2 = 1 (layer 2 keeps every ReLU)"),
+    (10, 7, 2, 3, "a2 = 0 (layer 2 keeps no ReLU)"),         # p = 3: B < (d2 - 1)/2 = 3
+    (10, 7, 3, 3, "interior"),
+])
+def test_active_labels_exactly(d1, d2, budget, p, active):
+    """The binding face is named exactly (c16's conditions), including at the region's ends."""
+    opt = paper_optimum(d1, d2, budget, p)
+    assert opt.active == active
+    assert opt.interior == (active == "interior")
+
+
+@pytest.mark.parametrize("d1, d2, budget, p, winners", [
+    (50000, 5000, 10000, 2, [(7499, 2501), (7500, 2500)]),  # B - (d2 - 1) odd: a tie
+    (50000, 5000, 10001, 2, [(7500, 2501)]),                # B - (d2 - 1) even: unique
+    (10, 7, 7, 3, [(5, 2)]),                                 # 2 y* = 7 - 3 = 4: unique
+    (10, 7, 6, 3, [(4, 2), (5, 1)]),                         # 2 y* = 3: floor and ceiling tie
+    (10, 10, 3, 2, [(3, 0)]),                                # clamped: unique end point
+])
+def test_integer_ties_exactly(d1, d2, budget, p, winners):
+    """Two integer optima exactly when 2 y* is an odd integer at an interior optimum."""
+    assert paper_optimum(d1, d2, budget, p).integer_retained == winners
+
+
+@pytest.mark.parametrize("widths, budget, listed, ties", [
+    ([3, 5, 5], 10, [(3, 3, 4), (3, 4, 3)], 2),   # the width-3 layer is full at t = 3.5
+    ([2, 2, 9], 7, [(2, 2, 3)], 1),                # two capped layers
+    ([4, 4], 8, [(4, 4)], 1),                      # full budget
+    ([5], 0, [(0,)], 1),
+    ([2, 3, 3], 5, [(1, 2, 2), (2, 1, 2), (2, 2, 1)], 3),
+])
+def test_sharp_ties_are_feasible(widths, budget, listed, ties):
+    """Ties never give a layer more than its width (a capped layer gets no extra ReLU)."""
+    opt = sharp_optimum(widths, budget)
+    assert opt.integer_retained == listed and opt.integer_ties == ties
+    assert all(x <= d for alloc in opt.integer_retained for x, d in zip(alloc, widths))
+    assert opt.level == water_level(widths, budget)
+
+
+def test_water_level_exact_values():
+    """Level t with sum min(d, t) = B, including a level equal to a width."""
+    assert water_level([3, 5, 5], 10) == Fraction(7, 2)
+    assert water_level([2, 4], 4) == 2
+    assert water_level([2, 4], 6) == 4
+    assert water_level([1, 1, 1], 0) == 0
+
+
+def test_closed_form_general_p_exact():
+    """y* = ((p-1) B + 1 - d2) / (2 (p-1)) and x* = B - y*, as fractions of the widths."""
+    assert closed_form(10, 7, 6, 3) == (Fraction(9, 2) / 10, Fraction(3, 2) / 7)
+    assert closed_form(4, 4, 0) == (Fraction(3, 2) / 4, Fraction(-3, 2) / 4)
+    assert not closed_form_feasible(4, 4, 0) and closed_form_feasible(4, 4, 3)
+
+
+def test_exact_types_and_fractions():
+    """Integral values are ints (not Fraction), fractions are x / d, p defaults to 2."""
+    from capacity.optimum import check_problem
+
+    opt = paper_optimum(50000, 5000, 10001)
+    assert [type(v) for v in opt.retained] == [int, int] and opt.retained == (7500, 2501)
+    assert opt.alpha == (Fraction(7500, 50000), Fraction(2501, 5000))
+    sharp = sharp_optimum([50000, 5000], 10000)
+    assert sharp.alpha == (Fraction(1, 10), 1) and [type(v) for v in sharp.retained] == [int, int]
+    assert type(sharp.level) is int and sharp.level == 5000
+    assert sharp_optimum([3, 4], 3).retained == (Fraction(3, 2), Fraction(3, 2))
+    assert check_problem([5, 5], 3) == ([5, 5], 3, 2)
+    with pytest.raises(ValueError, match="^at least one layer width is needed$"):
+        sharp_optimum([], 0)
+
+
+@pytest.mark.parametrize("widths, budget, level", [
+    ([7], 5, 5), ([2, 9], 11, 9), ([2, 9], 10, 8), ([1, 1, 8], 6, 4), ([3, 3, 3], 7, Fraction(7, 3))])
+def test_water_level_widest_layer_takes_the_rest(widths, budget, level):
+    """When every narrower layer is full, the widest one holds the rest of the budget."""
+    assert water_level(widths, budget) == level

@@ -16,7 +16,9 @@ from capacity.pieces import (
     Network,
     NetworkError,
     PieceCount,
+    bounds_report,
     count_pieces,
+    layer_breakpoints,
     load_network,
     main,
     restrict,
@@ -294,3 +296,138 @@ def test_cli_missing_file_and_light_startup(tmp_path):
     path.write_text(json.dumps(GOOD))
     ok = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
     assert ok.stdout.split()[-3:] == ["0", "False", "False"]
+
+
+# ----------------------------------------------------------------------------- counting core
+
+
+def test_kink_at_an_earlier_kink_is_counted_once():
+    """Layer 2's pre-activation relu(t) + t crosses 0 exactly at layer 1's kink t = 0:
+    the breakpoint is shared, not added twice (a cut at an interval's end would double it)."""
+    net = load_network({"layers": [{"weight": [[1], [1]], "bias": [0, 0], "mask": [1, 0]},
+                                   {"weight": [[1, 1], [1, -1]], "bias": [0, 0]}],
+                        "output": {"weight": [1, 1], "bias": 0}})
+    assert layer_breakpoints(net) == ((0,), (0,))
+    assert count_pieces(net) == PieceCount(2, (0,))
+    r = restrict(net)
+    assert r.slopes == (-1, 2) and r(F(-1)) == 1 and r(F(2)) == 4
+
+
+def test_layer_breakpoints_accumulate():
+    """K_l keeps every earlier breakpoint and adds the new crossings, exactly."""
+    net = load_network({"layers": [{"weight": [[1], [1]], "bias": [0, -1]},
+                                   {"weight": [[1, -1]], "bias": ["-1/2"]},
+                                   {"weight": [[0]], "bias": [1]}],
+                        "output": {"weight": [1]}})
+    assert layer_breakpoints(net) == ((0, 1), (0, F(1, 2), 1), (0, F(1, 2), 1))
+    assert count_pieces(net).pieces == 1  # the last layer is constant
+
+
+@pytest.mark.parametrize("net, kept, retained, pruned", [
+    (one_layer([1, 0, 1], [0, 0, 1], [1, 1, 0]), (1,), (1,), ((False, True, True),)),
+    (one_layer([1, 2], [0, 1], [1, 1], mask=[0, 1]), (2,), (1,), ((False, False),)),
+    (one_layer([0], [3], [1]), (0,), (0,), ((True,),)),
+])
+def test_pruned_neurons_are_not_counted(net, kept, retained, pruned):
+    """A zero weight row or zero outgoing weights prune a neuron: kept() and retained()
+    leave it out, and retained() also leaves out linearized neurons."""
+    assert net.pruned() == pruned
+    assert net.kept() == kept and net.retained() == retained
+
+
+def test_pruned_two_layers_kept_and_bounds():
+    """Pruning by the next layer's zero column, in a two-layer network, and the bound used."""
+    net = load_network({"layers": [{"weight": [[1], [1], [1]], "bias": [0, -1, -2], "mask": [1, 1, 0]},
+                                   {"weight": [[1, 0, 1], [1, 0, 2]], "bias": [0, 0]}],
+                        "output": {"weight": [1, 0], "bias": 0}})
+    assert net.pruned() == ((False, True, False), (False, True))
+    assert net.kept() == (2, 1) and net.retained() == (1, 1)
+    report = bounds_report(net)
+    assert report["sharp"] == {"pieces": 4, "capacity": 5}
+    assert report["paper"]["statement"] == "Corollary 1 (pruned widths)"
+    assert report["paper"]["capacity"] == corollary1_counts(1, 1, 2, 1)
+
+
+@pytest.mark.parametrize("widths, masks, statement", [
+    ((1, 1), ([1], [1]), "Theorem 1"),
+    ((1, 1), ([0], [1]), "Corollary 1"),
+])
+def test_bounds_report_statements(widths, masks, statement):
+    """The paper's statement that applies to an unpruned network, with its exact capacity."""
+    net = load_network({"layers": [{"weight": [[1]], "bias": [0], "mask": masks[0]},
+                                   {"weight": [[1]], "bias": [0], "mask": masks[1]}],
+                        "output": {"weight": [1]}})
+    report = bounds_report(net)
+    assert report["paper"]["statement"] == statement
+    expected = theorem1(1, 1) if statement == "Theorem 1" else corollary1_counts(0, 1, 1, 1)
+    assert report["paper"]["capacity"] == expected and report["paper"]["pieces"] == expected - 1
+    assert bounds_report(one_layer([1], [0], [1]))["paper"] is None
+
+
+@pytest.mark.parametrize("module, activation", [("LeakyReLU", "leaky_relu"), ("Hardtanh", "hardtanh")])
+def test_from_torch_matches_torch_activations(module, activation):
+    """LeakyReLU(0.01) and Hardtanh(-1, 1) read from torch compute what torch computes."""
+    torch = pytest.importorskip("torch")
+    from capacity.pieces import from_torch
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(1, 3), getattr(torch.nn, module)(),
+                                torch.nn.Linear(3, 2), getattr(torch.nn, module)(),
+                                torch.nn.Linear(2, 1)).double()
+    net = from_torch(model)
+    assert net.activation == activation
+    ts = [F(k, 4) for k in range(-24, 25)]
+    with torch.no_grad():
+        out = model(torch.tensor([[float(t)] for t in ts], dtype=torch.float64)).reshape(-1).tolist()
+    assert out == pytest.approx([float(net([t])) for t in ts], abs=1e-12)
+    assert count_pieces(net).pieces == count_pieces(net, exact=False).pieces
+
+
+def test_activation_pieces_exact():
+    """The slopes of the three activations, exactly (leaky ReLU: 1/100 left of 0)."""
+    leaky = one_layer([1], [0], [1], activation="leaky_relu")
+    assert restrict(leaky).slopes == (F(1, 100), 1)
+    tanh = one_layer([1], [0], [1], activation="hardtanh")
+    r = restrict(tanh)
+    assert r.slopes == (0, 1, 0) and r.intercepts == (-1, 0, 1)
+    assert ACTIVATIONS["hardtanh"].piece_at(1) in ((1, 0), (0, 1)) and ACTIVATIONS["relu"].p == 2
+
+
+@pytest.mark.parametrize("layers, out, statement, capacity", [
+    # pruned (a zero row), the rest ReLU: Corollary 2 at the kept widths (2, 1)
+    ([{"weight": [[1], [1], [0]], "bias": [0, -1, 0]}, {"weight": [[1, 1, 1]], "bias": [0]}],
+     [1], "Corollary 2", corollary2_counts(2, 1, 3, 1)),
+    # pruned and linearized, both layers keep a neuron: Corollary 1 on the kept widths
+    ([{"weight": [[1], [1], [0]], "bias": [0, -1, 0], "mask": [1, 0, 1]},
+      {"weight": [[1, 1, 1], [1, 0, 0]], "bias": [0, 0]}],
+     [1, 1], "Corollary 1 (pruned widths)", corollary1_counts(1, 2, 2, 2)),
+    # linearized and layer 2 pruned away entirely: Corollary 2 with the retained counts
+    ([{"weight": [[1], [1]], "bias": [0, -1], "mask": [1, 0]}, {"weight": [[1, 1]], "bias": [0]}],
+     [0], "Corollary 2", corollary2_counts(0, 0, 2, 1)),
+])
+def test_bounds_report_pruned_statements(layers, out, statement, capacity):
+    """Which of the paper's statements bounds a pruned network, with its exact value."""
+    report = bounds_report(load_network({"layers": layers, "output": {"weight": out}}))
+    assert report["paper"]["statement"] == statement
+    assert report["paper"]["capacity"] == capacity and report["paper"]["pieces"] == capacity - 1
+
+
+def test_network_call_exact():
+    """Evaluating a network: masks, biases and the output bias, exactly."""
+    net = load_network({"layers": [{"weight": [[2], [1]], "bias": ["1/2", -3], "mask": [1, 0]}],
+                        "output": {"weight": [1, "1/3"], "bias": 5}})
+    assert net([F(-1)]) == 0 + F(-4, 3) + 5
+    assert net([F(1)]) == F(5, 2) + F(-2, 3) + 5
+    hard = one_layer([1], [0], [1], activation="hardtanh")
+    assert [hard([t]) for t in (-3, F(-1, 2), 3)] == [-1, F(-1, 2), 1]
+    leaky = one_layer([1], [0], [1], activation="leaky_relu")
+    assert leaky([-100]) == -1 and leaky([7]) == 7
+
+
+def test_sampled_pieces_tolerance():
+    """sampled_pieces counts slope changes larger than tol times the largest slope."""
+    net = one_layer([1, 1], [0, -1], [1, F(1, 100)])  # slopes 0, 1, 101/100
+    assert sampled_pieces(net, -2, 3, 5) == 3
+    assert sampled_pieces(net, -2, 3, 5, tol=F(1, 50)) == 2
+    assert sampled_pieces(net, -2, 3, 5, tol=F(1, 101)) == 2  # change == tol * scale: not counted
+    assert sampled_pieces(net, -2, 3, 5, tol=F(1, 102)) == 3

@@ -16,6 +16,13 @@ MODULES = (
     "c10_sharp_bound",
     "c11_water_filling",
     "c12_sharp_linearization_vs_pruning",
+    "c13_lemma1_per_neuron",
+    "c14_sharp_bound_networks",
+    "c15_capacity_pieces",
+    "c16_clamped_optimum",
+    "c17_theorem1_networks",
+    "c18_corollary2_networks",
+    "c19_capacity_comparisons",
     "c20_latency_optimum",
     "c21_emptying_threshold",
 )

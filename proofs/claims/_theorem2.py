@@ -16,7 +16,7 @@ import z3
 
 from capacity import exhaustive, optimum
 from capacity.symbolic import S
-from proofs.claims._common import exact_eval
+from proofs.claims._common import exact_eval, is_zero
 from proofs.framework import Evidence
 from proofs.z3tools import prove, to_z3
 
@@ -28,6 +28,7 @@ Q = sympy.Symbol("q", positive=True)  # q = p - 1 > 0, for sign arguments
 class Derivation:
     """What sympy derived: the critical point, the bordered Hessian, the region in B."""
 
+    conditions: tuple
     a1: sympy.Expr
     a2: sympy.Expr
     lam: sympy.Expr
@@ -59,6 +60,7 @@ def derive(objective: sympy.Expr) -> Derivation:
     at = {a1: sol[a1], a2: sol[a2]}
     bound = lambda expr, level: sympy.simplify(sympy.solve(sympy.Eq(expr, level), b)[0])  # noqa: E731
     return Derivation(
+        conditions=tuple(conditions),
         a1=sol[a1], a2=sol[a2], lam=sol[LAM], hessian=hess,
         det=sympy.factor(hess.subs(at).det()),
         b_low=bound(sol[a2], 0),
@@ -88,8 +90,13 @@ def check_theorem2(ev: Evidence, objective: sympy.Expr, p, value, optimum_fn=opt
     d = derive(objective)
     a1, a2, d1, d2, b = S.a1, S.a2, S.d1, S.d2, S.B
     y_star = sympy.simplify(d.a2 * d2)
-    ev.check("sympy", f"solving the first-order conditions gives one critical point: "
-             f"a1 = {d.a1}, a2 = {d.a2}, i.e. y* = a2 d2 = {y_star}", True)
+    at = {a1: d.a1, a2: d.a2, LAM: d.lam}
+    jacobian = sympy.Matrix([[sympy.diff(c, v) for v in (a1, a2, LAM)] for c in d.conditions])
+    ev.check("sympy", f"the first-order conditions (linear in a1, a2, lambda) vanish at a1 = {d.a1}, "
+             f"a2 = {d.a2}, lambda = {d.lam}, and their matrix has det {sympy.factor(jacobian.det())} "
+             f"!= 0, so this is the only critical point; y* = a2 d2 = {y_star}",
+             all(is_zero(c.subs(at)) for c in d.conditions)
+             and bool(sympy.factor(jacobian.det()).subs(S.p, Q + 1).is_nonzero))
     quadratic = sympy.expand(objective.subs(a1, (b - a2 * d2) / d1))
     curvature = sympy.factor(sympy.diff(quadratic, a2, 2))
     ev.check("sympy", f"along a1 d1 + a2 d2 = B the objective is a quadratic in a2 with second "
@@ -116,16 +123,88 @@ def check_theorem2(ev: Evidence, objective: sympy.Expr, p, value, optimum_fn=opt
              "(a1, a2) on the segment, value <= value at the critical point whenever it lies in "
              "the box", best.proved, best.status + " " + best.model)
     low, (high_y, high_x) = d.b_low, d.b_high
-    ev.check("sympy", f"the critical point is in [0, 1]^2 iff {low} <= B <= min({high_y}, {high_x}) "
-             f"(the bound a1 >= 0 gives B >= {d.b_redundant}, implied)", True)
+    rising = [sympy.diff(d.a1, b), sympy.diff(d.a2, b)]
+    ends = (is_zero(d.a2.subs(b, low)) and is_zero(d.a2.subs(b, high_y) - 1)
+            and is_zero(d.a1.subs(b, high_x) - 1) and is_zero(d.a1.subs(b, d.b_redundant)))
+    ev.check("sympy", f"both coordinates increase with B (d a1/dB = {rising[0]}, d a2/dB = {rising[1]}) "
+             f"and reach their ends at B = {low} (a2 = 0), {high_y} (a2 = 1), {high_x} (a1 = 1), "
+             f"{d.b_redundant} (a1 = 0, below {low}: implied); so the critical point is in [0, 1]^2 "
+             f"iff {low} <= B <= min({high_y}, {high_x})",
+             ends and all(bool(r.subs(S.p, Q + 1).is_positive) for r in rising) and _redundant_below(d, p))
     lo_z, hy_z, hx_z = (to_z3(e, env) for e in (low, high_y, high_x))
     region = prove(widths + [v["B"] >= 0],
                    z3.And(*inside) == z3.And(lo_z <= v["B"], v["B"] <= hy_z, v["B"] <= hx_z))
     ev.check("z3", "for all real d1, d2 >= 1, B >= 0 (and p >= 2): critical point in the box <=> "
              "B in the region above", region.proved, region.status + " " + region.model)
     _check_clamped(ev, d, env, widths, value)
+    _check_integer_rule(ev, objective, p, d)
     _check_grid(ev, d, optimum_fn, grid, ps)
+    _check_large(ev, d, optimum_fn, ps)
     return d
+
+
+def _redundant_below(d: Derivation, p) -> bool:
+    """z3: for all real d1, d2 >= 1 (and p >= 2), the a1 = 0 end lies at or below the a2 = 0 end."""
+    env = z3_env(p)
+    premises = [env["d1"] >= 1, env["d2"] >= 1] + ([env["p"] >= 2] if isinstance(p, sympy.Symbol) else [])
+    return prove(premises, to_z3(d.b_redundant, env) <= to_z3(d.b_low, env)).proved
+
+
+def _check_integer_rule(ev, objective, p, d):
+    """The integer optimum is the floor or ceiling of the clamped point, for all values."""
+    y, b = sympy.Symbol("y"), S.B
+    along = objective.subs({S.a1: (b - y) / S.d1, S.a2: y / S.d2})
+    y_star = sympy.simplify(d.a2 * S.d2)
+    q2 = (S.p - 1) ** 2 if isinstance(p, sympy.Symbol) else (p - 1) ** 2
+    ev.check("sympy", f"on x + y = B the bound is value(y*) - {q2} (y - y*)^2: every feasible y is "
+             "ranked by its distance to y*", is_zero(along - along.subs(y, y_star) + q2 * (y - y_star) ** 2))
+    lo, hi, yi = z3.Ints("lo hi y")
+    star = z3.Real("ystar")
+    yc = z3.If(star < lo, z3.ToReal(lo), z3.If(star > hi, z3.ToReal(hi), star))
+    fl = z3.ToInt(yc)
+    ce = z3.If(z3.ToReal(fl) == yc, fl, fl + 1)
+    dist = lambda n: z3.If(z3.ToReal(n) >= star, z3.ToReal(n) - star, star - z3.ToReal(n))  # noqa: E731
+    best = z3.If(dist(fl) <= dist(ce), dist(fl), dist(ce))
+    rule = prove([lo <= yi, yi <= hi],
+                 z3.And(dist(yi) >= best, z3.Implies(dist(yi) == best, z3.Or(yi == fl, yi == ce))))
+    ev.check("z3", "for all integers lo <= y <= hi and every real y*: no integer in [lo, hi] is closer to "
+             "y* than the nearer of floor and ceiling of y* clamped to [lo, hi], and only they can tie "
+             "(so paper_optimum's rule is right for every size)", rule.proved, rule.status + " " + rule.model)
+
+
+#: Seeded sample of large problems for ``_check_large``: widths up to 10**40.
+LARGE_SAMPLE = 300
+
+
+def _check_large(ev, d, optimum_fn, ps):
+    """The package's optimum on large random problems against the derived formula."""
+    import random
+
+    rng, bad = random.Random(20220706), []
+    for _ in range(LARGE_SAMPLE):
+        d1, d2 = (rng.randint(1, 10 ** rng.randint(1, 40)) for _ in range(2))
+        b, p = rng.randint(0, d1 + d2), rng.choice(ps)
+        if not _large_ok(d, optimum_fn(d1, d2, b, p), d1, d2, b, p):
+            bad.append((d1, d2, b, p))
+    ev.check("exact", f"{LARGE_SAMPLE} seeded random problems with widths up to 10^40, p in {ps}: "
+             "paper_optimum's continuous point is the derived y* clamped to the segment, its interior "
+             "flag is the region, and its integer optima are exactly the floor/ceiling of that point "
+             "nearest to y* (sampled, not all values)", not bad, f"{len(bad)} mismatches, first: {bad[:2]}")
+
+
+def _large_ok(d, got, d1, d2, b, p) -> bool:
+    from fractions import Fraction
+    from math import floor
+
+    env = {"d1": d1, "d2": d2, "B": b, "p": p}
+    star = exact_eval(d.a2, env) * d2
+    lo, hi = max(0, b - d1), min(d2, b)
+    y = min(max(star, Fraction(lo)), Fraction(hi))
+    candidates = sorted({floor(y), -floor(-y)})
+    nearest = min(abs(c - star) for c in candidates)
+    winners = sorted((b - c, c) for c in candidates if abs(c - star) == nearest)
+    in_region = exact_eval(d.b_low, env) <= b <= min(exact_eval(h, env) for h in d.b_high)
+    return got.retained == (b - y, y) and got.interior == in_region and got.integer_retained == winners
 
 
 def _cleared(var, expr: sympy.Expr, env: dict):

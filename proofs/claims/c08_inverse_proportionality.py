@@ -16,8 +16,9 @@ from proofs.framework import Evidence, claim
 from proofs.z3tools import prove
 
 
-@claim("c08", "Retention ratio vs width: a1* = x*/d1 with x* free of d1 (so a1* is proportional to 1/d1 "
-       "at fixed d2, B); a2* is not proportional to 1/d2; layer 1 linearizes more iff d1 > 2 d2 - 1",
+@claim("c08", "Retention ratio vs width, at interior optima: x* is free of d1 (so a1* = x*/d1 is "
+       "proportional to 1/d1 at fixed d2, B); a2* is not proportional to 1/d2; layer 1 linearizes more "
+       "iff (p-1)(d1 - d2) > d2 - 1 (ReLU: d1 > 2 d2 - 1); at clamped optima the last can fail",
        paper="holds with conditions", page="c08_inverse_proportionality.md")
 def check(optimum_fn=optimum.paper_optimum) -> Evidence:
     """sympy on the derived critical point; z3 on the interior region; exhaustive grid."""
@@ -55,6 +56,10 @@ def check(optimum_fn=optimum.paper_optimum) -> Evidence:
     ev.check("exact", f"a contractive network where layer 2 linearizes more: d1 = 12, d2 = 10, B = 12 "
              f"(interior) keeps {contractive.retained}, linearizes {tuple(str(Fraction(t)) for t in lin)}",
              contractive.interior and lin[0] < lin[1])
+    clamped = _first_clamped_exception(optimum_fn)
+    ev.check("exhaustive", "at clamped optima the equivalence fails: the smallest (d1, d2, B) by d1 + d2 "
+             f"whose optimum is clamped and where 'layer 1 linearizes more' differs from d1 > 2 d2 - 1 is "
+             f"{clamped} (p = 2)", clamped is not None)
     bad = []
     for d2_, b_, p_ in product(range(1, 9), range(0, 20), (2, 3)):
         interior = [optimum_fn(d1_, d2_, b_, p_) for d1_ in range(1, 16)
@@ -64,9 +69,23 @@ def check(optimum_fn=optimum.paper_optimum) -> Evidence:
     ev.check("exhaustive", "for every d2 <= 8, B < 20, p in (2, 3): all interior optima over d1 <= 15 "
              "retain the same counts (x*, y*)", not bad, f"violations: {bad[:3]}")
     ev.note("'The optimal retention ratio is inversely proportional to its width' holds only for "
-            "layer 1 and only at fixed d2 and B: the retained counts x* = (B + d2 - 1)/2, "
-            "y* = (B - d2 + 1)/2 do not depend on d1. a2* = (B - d2 + 1)/(2 d2) is not proportional "
+            "layer 1, only at fixed d2 and B, and only at interior optima: the retained counts "
+            "x* = (B + d2 - 1)/2, y* = (B - d2 + 1)/2 (ReLU; any p: c07) do not depend on d1. a2* = (B - d2 + 1)/(2 d2) is not proportional "
             "to 1/d2. 'In contractive networks linearizing more neurons in the first layer is "
             "beneficial' needs d1 > 2 d2 - 1, not just d1 > d2 (d1 = 12, d2 = 10, B = 12 linearizes "
-            "3/2 in layer 1 and 17/2 in layer 2).")
+            "3/2 in layer 1 and 17/2 in layer 2). At clamped optima the criterion can fail, e.g. "
+            f"(d1, d2, B) = {clamped}.")
     return ev
+
+
+def _first_clamped_exception(optimum_fn, limit: int = 6):
+    """Smallest clamped (d1, d2, B) where 'layer 1 linearizes more' != d1 > 2 d2 - 1 (p = 2)."""
+    for total in range(2, 2 * limit + 1):
+        for d1 in range(1, total):
+            d2 = total - d1
+            for b in range(total + 1):
+                opt = optimum_fn(d1, d2, b)
+                more = d1 - opt.retained[0] > d2 - opt.retained[1]
+                if not opt.interior and more != (d1 > 2 * d2 - 1):
+                    return (d1, d2, b)
+    return None

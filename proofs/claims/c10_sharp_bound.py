@@ -32,25 +32,25 @@ def induction_step(p, k, x, k_next):
 @claim("c10", "Sharp bound: along any line at most prod_l ((p-1) x_l + 1) pieces (any depth); "
        "Corollary 1's pieces exceed it by (p-1) x (d2-1), strictly iff x >= 1 and d2 >= 2",
        paper="new", page="c10_sharp_bound.md")
-def check(sharp_pieces=bounds.sharp_pieces) -> Evidence:
-    """z3 for the induction, sympy for the gap, z3 and enumeration for its sign, a witness."""
+def check(sharp_pieces=bounds.sharp_pieces, step_premise=induction_step) -> Evidence:
+    """z3 for the induction, sympy for the gap, z3 and enumeration for its sign, a witness.
+
+    ``step_premise`` is the premise of the induction; it is itself checked against Lemma 1
+    per neuron (c13) and against networks that attain it, so a stronger, false premise fails.
+    """
     ev = Evidence()
     # real variables: the statements hold for all reals in range, so for the integers too,
     # and nonlinear real arithmetic is decidable (z3's nlsat answers these at once)
     p, k, x, k_next, tight = z3.Reals("p K x K_next P")
-    step = prove([p >= 2, k >= 0, x >= 0, tight >= 1, k + 1 <= tight, induction_step(p, k, x, k_next)],
+    _check_premise(ev, step_premise, p, k, x)
+    step = prove([p >= 2, k >= 0, x >= 0, tight >= 1, k + 1 <= tight, step_premise(p, k, x, k_next)],
                  k_next + 1 <= tight * sharp_pieces([x], p))
     ev.check("z3", "induction step (all reals, so all integers): K + 1 <= P and K' <= K + (p-1) x (K+1) imply "
              "K' + 1 <= P ((p-1) x + 1)", step.proved, step.status + " " + step.model)
-    a, b, c, t1, t2 = z3.Reals("a b c t1 t2")
-    once = prove([a != 0, a * t1 + b == c, a * t2 + b == c], t1 == t2)
-    ev.check("z3", "an affine pre-activation with nonzero slope meets each of the p - 1 thresholds of "
-             "the activation at most once per interval (a constant one never creates a breakpoint)",
-             once.proved, once.status)
     xs, ks = z3.Reals("x1 x2 x3 x4"), z3.Reals("K1 K2 K3 K4")
     chain, prev = [p >= 2], z3.RealVal(0)
     for xl, kl in zip(xs, ks):
-        chain += [xl >= 0, kl >= 0, induction_step(p, prev, xl, kl)]
+        chain += [xl >= 0, kl >= 0, step_premise(p, prev, xl, kl)]
         prev = kl
     unrolled = prove(chain, ks[-1] + 1 <= sharp_pieces(xs, p))
     ev.check("z3", "unrolled for 4 layers from K0 = 0 (the input line has no breakpoint): "
@@ -82,6 +82,25 @@ def check(sharp_pieces=bounds.sharp_pieces) -> Evidence:
              "exactly (p-1) x (d2-1)", not bad, f"violations: {bad[:3]}")
     _check_witness(ev, sharp_pieces)
     return ev
+
+
+def _check_premise(ev: Evidence, step_premise, p, k, x) -> None:
+    """The premise is what Lemma 1 per neuron gives (c13), and real networks reach it."""
+    from proofs.claims._networks import layer_counts
+    from proofs.claims.c13_lemma1_per_neuron import per_neuron_bound
+    from capacity.witnesses import zigzag_network
+
+    lemma = prove([p >= 2, k >= 0, x >= 0], step_premise(p, k, x, k + x * per_neuron_bound(p, k)))
+    ev.check("z3", "the premise K' <= K + (p-1) x (K+1) admits the worst case of Lemma 1 per neuron "
+             "(c13: each of the x kept neurons adds (p-1)(K+1) breakpoints), for all reals",
+             lemma.proved, lemma.status + " " + lemma.model)
+    reached = []
+    for retained in ((1, 1), (3, 2), (2, 1, 2)):
+        counts = layer_counts(zigzag_network(retained))
+        reached += [bool(step_premise(2, counts[i], xl, counts[i + 1])) for i, xl in enumerate(retained)]
+    ev.check("exact", "the zigzag networks with retained (1, 1), (3, 2), (2, 1, 2) satisfy the premise at "
+             "every layer, counted exactly (they reach it: a stronger premise excludes them)",
+             all(reached), f"{reached}")
 
 
 def _check_witness(ev: Evidence, sharp_pieces) -> None:

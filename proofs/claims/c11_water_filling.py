@@ -28,8 +28,9 @@ def _two_layer(kind, slack, p=None):
     return premises, (x, y), (u, v), p
 
 
-@claim("c11", "Water-filling x_l = min(d_l, t) maximises the sharp bound under a budget; for the "
-       "worked example it keeps (5000, 5000), not the paper's (7500, 2500) / (7499, 2501)",
+@claim("c11", "Water-filling x_l = min(d_l, t) maximises the sharp bound under a budget, for any "
+       "depth and p; for the worked example it keeps (5000, 5000), not the paper's (7500, 2500) / "
+       "(7499, 2501); the paper's integer optima keep at least as many layer-1 ReLUs",
        paper="new", page="c11_water_filling.md")
 def check(optimum_fn=optimum.sharp_optimum, sharp_capacity=bounds.sharp_capacity) -> Evidence:
     """z3 for two layers (reals and integers) and the exchange step; enumeration for 2-4 layers."""
@@ -58,17 +59,21 @@ def check(optimum_fn=optimum.sharp_optimum, sharp_capacity=bounds.sharp_capacity
     ev.check("z3", "exchange step for any depth: moving one ReLU from a layer with c to one with "
              "a <= c - 2 strictly increases the product (R >= 1 = the other layers' factors)",
              exchange.proved, exchange.status)
-    bad, differ = _exhaustive(optimum_fn, sharp_capacity)
+    bad, differ, same = _exhaustive(optimum_fn, sharp_capacity)
     ev.check("exhaustive", "2 layers (widths <= 6), 3 layers (<= 4), 4 layers (<= 3), every budget, "
-             "p in (2, 3): sharp_optimum's integer optima (all ties, their count and value) equal "
-             "enumeration; the continuous optimum is water-filled and bounds every integer value",
-             not bad, f"{len(bad)} mismatches, first: {bad[:3]}")
+             "p in (2, 3) at every depth: sharp_optimum's integer optima (all ties, their count and "
+             "value) equal enumeration; the continuous optimum is water-filled and bounds every "
+             "integer value", not bad, f"{len(bad)} mismatches, first: {bad[:3]}")
+    _check_large(ev, optimum_fn, sharp_capacity)
     gap = bounds.corollary1_counts(S.x, S.y, S.d1, S.d2, S.p) - bounds.sharp_capacity([S.x, S.y], S.p)
-    ev.check("sympy", "the paper's objective is the sharp one plus (p-1) x (d2-1): the two allocations "
-             "can only agree when d2 = 1 or x = 0", is_zero(gap - (S.p - 1) * S.x * (S.d2 - 1)))
+    ev.check("sympy", "the paper's objective is the sharp one plus (p-1) x (d2-1), a term that grows "
+             "with x: it pulls the paper's optimum towards layer 1",
+             is_zero(gap - (S.p - 1) * S.x * (S.d2 - 1)))
     ev.check("exhaustive", f"2 layers (widths <= 6, p in (2, 3)): the paper's integer optima keep at "
-             f"least as many layer-1 ReLUs as the sharp ones (strong set order), and coincide when "
-             f"d2 = 1; they differ on {differ} of the cases", not any(b[0] == 'order' for b in bad))
+             f"least as many layer-1 ReLUs as the sharp ones (strong set order) and coincide when "
+             f"d2 = 1; they differ on {differ} cases and coincide on {len(same)} cases with d2 >= 2 and "
+             f"x >= 1 (rounding and the box), the first {same[:1]} as (d1, d2, B, p)",
+             not any(b[0] == 'order' for b in bad) and bool(same))
     paper_opt, sharp_opt = optimum.paper_optimum(50000, 5000, 10000), optimum_fn([50000, 5000], 10000)
     sharp_at_paper = [sharp_capacity(r) for r in paper_opt.integer_retained]
     cor1_at_sharp = bounds.corollary1_counts(5000, 5000, 50000, 5000)
@@ -82,9 +87,10 @@ def check(optimum_fn=optimum.sharp_optimum, sharp_capacity=bounds.sharp_capacity
 
 
 def _exhaustive(optimum_fn, sharp_capacity):
-    bad, differ = [], 0
-    cases = [(w, 2) for w in product(range(1, 7), repeat=2)] + [(w, 3) for w in product(range(1, 7), repeat=2)]
-    cases += [(w, 2) for w in product(range(1, 5), repeat=3)] + [(w, 2) for w in product(range(1, 4), repeat=4)]
+    bad, differ, same = [], 0, []
+    cases = [(w, p) for p in (2, 3) for w in product(range(1, 7), repeat=2)]
+    cases += [(w, p) for p in (2, 3) for w in product(range(1, 5), repeat=3)]
+    cases += [(w, p) for p in (2, 3) for w in product(range(1, 4), repeat=4)]
     for widths, p in cases:
         for b in range(sum(widths) + 1):
             got = optimum_fn(list(widths), b, p)
@@ -100,4 +106,42 @@ def _exhaustive(optimum_fn, sharp_capacity):
                 if min(px) < min(sx) or max(px) < max(sx) or (widths[1] == 1 and paper != winners):
                     bad.append(("order", widths, b, p))
                 differ += paper != winners
-    return bad, differ
+                if paper == winners and widths[1] >= 2 and any(w[0] >= 1 for w in winners):
+                    same.append((*widths, b, p))
+    return bad, differ, same
+
+
+#: Seeded sample of large problems for ``_check_large``.
+LARGE_SAMPLE = 200
+
+
+def _check_large(ev, optimum_fn, sharp_capacity):
+    """sharp_optimum on large random problems: no exchange of one ReLU improves its optima."""
+    import random
+
+    rng, bad = random.Random(20220706), []
+    for _ in range(LARGE_SAMPLE):
+        widths = [rng.randint(1, 10 ** rng.randint(1, 30)) for _ in range(rng.randint(1, 5))]
+        b, p = rng.randint(0, sum(widths)), rng.choice((2, 3, 5))
+        got = optimum_fn(widths, b, p)
+        if not all(_exchange_optimal(a, widths, sharp_capacity, p) and sum(a) == b
+                   and sharp_capacity(a, p) == got.integer_value for a in got.integer_retained):
+            bad.append((widths, b, p))
+    ev.check("exact", f"{LARGE_SAMPLE} seeded random problems (1-5 layers, widths up to 10^30, p in "
+             "(2, 3, 5)): every listed integer optimum of sharp_optimum spends the budget, has the stated "
+             "value, and no move of one ReLU between two layers improves it (which, by the exchange "
+             "step and concavity, makes it optimal; sampled, not all values)", not bad,
+             f"{len(bad)} failures, first: {bad[:1]}")
+
+
+def _exchange_optimal(alloc, widths, sharp_capacity, p) -> bool:
+    """No move of one ReLU from layer j to layer i (in the box) increases the value."""
+    value = sharp_capacity(alloc, p)
+    for i, j in product(range(len(alloc)), repeat=2):
+        if i != j and alloc[i] < widths[i] and alloc[j] > 0:
+            moved = list(alloc)
+            moved[i] += 1
+            moved[j] -= 1
+            if sharp_capacity(moved, p) > value:
+                return False
+    return True
