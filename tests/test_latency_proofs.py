@@ -76,7 +76,7 @@ def relaxation_ignoring_rho(widths, budget, cost, p=2):
     return latency.latency_sharp_optimum(widths, budget, latency.cost_model(cost.per_relu, 0, cost.linear), p)
 
 
-@pytest.mark.parametrize("check, kwargs", [
+WRONG_INPUTS = [
     (c20.check, {"optimum_fn": ignores_layer_cost}),
     (c20.check, {"optimum_fn": first_active_count_only}),
     (c20.check, {"optimum_fn": narrowest_layers}),
@@ -85,7 +85,10 @@ def relaxation_ignoring_rho(widths, budget, cost, p=2):
     (c21.check, {"parts": wrong_narrow_full}),
     (c21.check, {"threshold_fn": shifted_threshold}),
     (c21.check, {"optimum_fn": relaxation_ignoring_rho}),
-])
+]
+
+
+@pytest.mark.parametrize("check, kwargs", WRONG_INPUTS)
 def test_wrong_input_gets_failing_verdict(check, kwargs):
     """The same checking code rejects a wrong optimum or formula."""
     assert check(**kwargs).verdict == "fail"
