@@ -265,3 +265,20 @@ def test_preflight_examples():
 
     failures, tried = doctest.testmod(snl_train.preflight)
     assert tried >= 3 and failures == 0
+
+
+def test_cifar_batch_whose_reduce_runs_a_command_is_refused(tmp_path):
+    """The restricted unpickler: a batch naming os.system is refused and the command never
+    runs (main: pickle.load ran it and created the marker); a protocol-2 batch, which names
+    _codecs.encode and numpy's array rebuilders, still loads."""
+    from snl_train.data import DataError, load_dataset
+
+    marker = tmp_path / "PWNED"
+    root = _cifar(tmp_path / "evil", {b"data": Marker(marker), b"labels": [0]})
+    with pytest.raises(DataError, match="refusing to load posix.system"):
+        load_dataset("cifar10", root)
+    assert not marker.exists()
+    batch = {b"data": np.full((2, 3072), 7, np.uint8), b"labels": [3, 9]}
+    (root / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    bundle = load_dataset("cifar10", root, augment=False)
+    assert [bundle.test[i][1] for i in range(2)] == [3, 9]
