@@ -580,10 +580,11 @@ class Trainer:
 
 #: Config entries that do not change a run's result: a resumed run may set them differently.
 RESUME_FREE = ("device", "threads", "num_workers", "data_dir")
-#: The command-line option behind each config entry (errors name the option).
+#: The command-line option behind a config entry, where it is not ``--`` + the entry's name
+#: with dashes (``allocation`` -> ``--allocation``); nested entries without one are named as
+#: config entries (``search.momentum``).
 OPTION_NAMES = {
-    "model": "--model", "widths": "--widths", "dataset": "--dataset", "seed": "--seed",
-    "budget": "--budget", "budget_fraction": "--budget-fraction",
+    "latency_per_1000": "config entry latency_per_1000",
     "search.lam": "--lambda", "search.kappa": "--kappa", "search.epsilon": "--epsilon",
     "search.lr": "--lr", "search.max_epochs": "--search-epochs",
     "search.granularity": "--granularity", "search.variant": "--variant",
@@ -609,7 +610,9 @@ def _config_differences(saved: dict, mine: dict, prefix: str = ""):
 
 
 def _option_name(key: str) -> str:
-    return OPTION_NAMES.get(key, f"config entry {key}")
+    if key in OPTION_NAMES:
+        return OPTION_NAMES[key]
+    return f"config entry {key}" if "." in key else "--" + key.replace("_", "-")
 
 
 def _shown(value) -> str:
