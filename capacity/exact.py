@@ -6,10 +6,48 @@ Floats are refused on purpose: a bound evaluated at 0.1 is a bound at
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from fractions import Fraction
 from numbers import Integral, Rational
+from typing import Iterator
 
 Exact = int | Fraction
+
+
+#: Most digits of a number in a *string* that ``as_exact`` parses (ints and Fractions are
+#: taken at any size): text <-> int conversion takes quadratic time, 10,000 digits take
+#: milliseconds, a million take minutes.
+MAX_DIGITS = 10_000
+
+
+@contextmanager
+def int_digit_limit(limit: int) -> Iterator[None]:
+    """Set Python's int <-> str digit limit (4300 by default since 3.11) inside the block.
+
+    0 lifts it: the package promises exact numbers of any size, and the limit exists to
+    stop quadratic-time conversions of untrusted text, which the commands bound themselves.
+
+    Example:
+        >>> with int_digit_limit(0):
+        ...     len(str(10 ** 5000))
+        5001
+    """
+    get = getattr(sys, "get_int_max_str_digits", None)
+    if get is None:  # Python without the limit
+        yield
+        return
+    previous = get()
+    sys.set_int_max_str_digits(limit)
+    try:
+        yield
+    finally:
+        sys.set_int_max_str_digits(previous)
+
+
+def unlimited_digits():
+    """``int_digit_limit(0)``: exact numbers of any size print and parse inside the block."""
+    return int_digit_limit(0)
 
 
 def as_exact(value: object, name: str = "value") -> Exact:
@@ -23,7 +61,8 @@ def as_exact(value: object, name: str = "value") -> Exact:
         An int when the value is integral, else a Fraction in lowest terms.
 
     Raises:
-        ValueError: for floats, bools, malformed strings and other types.
+        ValueError: for floats, bools, malformed or too long strings (``MAX_DIGITS``) and
+            other types.
 
     Example:
         >>> as_exact("14999/2")
@@ -40,8 +79,12 @@ def as_exact(value: object, name: str = "value") -> Exact:
     if isinstance(value, Rational):
         frac = Fraction(int(value.numerator), int(value.denominator))
     elif isinstance(value, str):
+        if len(value) > 2 * MAX_DIGITS + 2:
+            raise ValueError(f"{name} is a string of {len(value):,} characters; at most "
+                             f"{MAX_DIGITS:,} digits per number are read from text")
         try:
-            frac = Fraction(value.strip())
+            with unlimited_digits():
+                frac = Fraction(value.strip())
         except (ValueError, ZeroDivisionError):
             raise ValueError(f"{name} must be an integer or a fraction p/q, got {value!r}") from None
         if "." in value or "e" in value.lower():
@@ -78,9 +121,10 @@ def exact_str(value: Exact) -> str:
         >>> exact_str(Fraction(14999, 2))
         '14999/2'
     """
-    if isinstance(value, Fraction) and value.denominator != 1:
-        return f"{value.numerator}/{value.denominator}"
-    return str(int(value))
+    with unlimited_digits():
+        if isinstance(value, Fraction) and value.denominator != 1:
+            return f"{value.numerator}/{value.denominator}"
+        return str(int(value))
 
 
 def exact_float(value: Exact) -> float:

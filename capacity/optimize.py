@@ -5,7 +5,9 @@ prod_l((p-1) x_l + 1) + 1 (any depth), the optimal retention per layer, the ReLU
 and linearized, every integer optimum, and the capacity bound at the optimum next to
 uniform retention and next to pruning the same counts. ``--json`` prints one object.
 
-Imports nothing heavier than the standard library, so it starts fast.
+Imports nothing heavier than the standard library, so it starts fast. Numbers of any size
+stay exact up to ``capacity.cli.MAX_DIGITS`` digits per input; problems whose report would
+be too large to print in seconds are refused with one line saying why (``check_size``).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import sys
 from fractions import Fraction
 from collections import namedtuple
 from collections.abc import Sequence
+from math import comb, floor, log10
 from typing import TYPE_CHECKING
 
-from capacity.cli import quiet_broken_pipe
+from capacity.cli import CommandParser, UsageError, command, parse_integer, read_text
 from capacity.bounds import corollary1_counts, corollary2_counts, sharp_capacity
-from capacity.exact import Exact, exact_float, exact_str
+from capacity.exact import Exact, exact_float, exact_str, unlimited_digits
 from capacity.optimum import (
     MAX_LISTED_TIES,
     PaperOptimum,
@@ -29,26 +32,27 @@ from capacity.optimum import (
     closed_form,
     paper_optimum,
     sharp_optimum,
+    water_level,
 )
 
 if TYPE_CHECKING:  # capacity.latency is imported by the latency mode only, to keep startup fast
     from capacity.latency import CostModel, LatencyOptimum, LatencyPlan, ReluProxy
 
+PROG = "python -m capacity.optimize"
 EXAMPLE = "python -m capacity.optimize --d1 50000 --d2 5000 --budget 10000"
 
+#: Most digits of a number the report prints (printing takes quadratic time: ~1 s here).
+MAX_REPORT_DIGITS = 50_000
+#: Most numbers the listed integer optima may hold (1,000 ties of 1,000 layers: ~2 s).
+MAX_LISTED_NUMBERS = 1_000_000
 
-class UsageError(Exception):
-    """Bad command-line input: reported as one line on stderr with exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would print usage + message
-        raise UsageError(message)
+__all__ = ["UsageError", "build_parser", "parse_problem", "check_size", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="python -m capacity.optimize",
+    parser = CommandParser(
+        PROG,
+        failure="output stopped early (the reader went away, e.g. | head)",
         description=(
             "Optimal per-layer ReLU retention for a ReLU budget: the paper's bound "
             "(Corollary 1 / Theorem 2, corrected for the box [0,1]^2 and integer counts) "
@@ -83,15 +87,45 @@ def parse_problem(argv: Sequence[str] | None) -> tuple[list[int], int, int, bool
     for name, text in [*((f"width of layer {i + 1}", w) for i, w in enumerate(raw)),
                        ("budget", args.budget), ("p", args.p)]:
         try:
-            values.append(int(text, 10))
-        except ValueError:
-            raise UsageError(f"{name} must be an integer, got {text!r}") from None
+            values.append(parse_integer(text, name))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     *widths, budget, p = values
     try:
         widths, budget, p = check_problem(widths, budget, p)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    check_size(widths, budget, p)
     return widths, budget, p, args.json
+
+
+def check_size(widths: list[int], budget: int, p: int) -> None:
+    """Refuse (UsageError) a problem whose report cannot be printed in seconds.
+
+    Two things grow without bound: the digits of the capacity bounds (products over the
+    layers: printing a number takes time quadratic in its digits) and the listed integer
+    optima (up to ``MAX_LISTED_TIES`` tuples of one count per layer).
+
+    Example:
+        >>> check_size([50000, 5000], 10000, 2)
+    """
+    bits = sum(((p - 1) * d + 1).bit_length() for d in widths) + 2 * p.bit_length() + len(widths)
+    digits = int(bits * log10(2)) + 1
+    if digits > MAX_REPORT_DIGITS:
+        raise UsageError(f"the capacity bounds for {len(widths):,} layers of these widths"
+                         f"{'' if p == 2 else ' and p'} would have about {digits:,} digits; at "
+                         f"most {MAX_REPORT_DIGITS:,} are printed (printing takes time quadratic "
+                         "in the digits): use fewer layers, smaller widths or a smaller --p")
+    level = water_level(widths, budget)
+    q = floor(level)
+    open_layers = sum(1 for d in widths if d > q)
+    listed = min(comb(open_layers, budget - sum(min(d, q) for d in widths)), MAX_LISTED_TIES)
+    if listed * len(widths) > MAX_LISTED_NUMBERS:
+        raise UsageError(f"the sharp optimum has {listed:,}+ tied integer allocations of "
+                         f"{len(widths):,} layers to list ({listed * len(widths):,} numbers, at "
+                         f"most {MAX_LISTED_NUMBERS:,}): use at most "
+                         f"{MAX_LISTED_NUMBERS // MAX_LISTED_TIES:,} layers, or a budget that "
+                         "fills the layers evenly (no ties)")
 
 
 def _num(value: Exact) -> str:
@@ -343,13 +377,7 @@ def _cost_from_args(args: argparse.Namespace, given: list[str]) -> CostModel:
 
 
 def _read_profile(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read cost profile {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"cost profile {path} is not UTF-8 text") from None
+    return read_text(path, "cost profile", max_bytes=1 << 20)
 
 
 def latency_report(problem: LatencyProblem, objective: str) -> dict | None:
@@ -517,35 +545,30 @@ def _latency_json(rep: dict) -> dict:
 
 def print_latency_report(problem: LatencyProblem) -> int:
     """Print the latency report (text or JSON); return 0."""
-    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
-    if limit:  # bounds of many wide layers have more digits than Python prints by default
-        sys.set_int_max_str_digits(0)
-    try:
+    with unlimited_digits():  # the sizes were bounded by check_size (via parse_problem)
         if problem.as_json:
             print(json.dumps(render_latency_json(problem), indent=2))
         else:
             print(render_latency_text(problem))
-    finally:
-        if limit:
-            sys.set_int_max_str_digits(limit)
     return 0
 
 
-@quiet_broken_pipe
+@command(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 bad input)."""
+    """Entry point; returns the exit code (0 ok, 1 output stopped early, 2 bad input)."""
     try:
         latency_problem = parse_latency_problem(argv)
         if latency_problem is not None:
             return print_latency_report(latency_problem)
         widths, budget, p, as_json = parse_problem(argv)
     except UsageError as exc:
-        print(f"error: {exc} (see --help)", file=sys.stderr)
-        return 2
-    if as_json:
-        print(json.dumps(render_json(widths, budget, p), indent=2))
-    else:
-        print(render_text(widths, budget, p))
+        message = str(exc)
+        raise UsageError(message if message.endswith("(see --help)") else f"{message} (see --help)")
+    with unlimited_digits():  # the sizes were bounded by check_size
+        if as_json:
+            print(json.dumps(render_json(widths, budget, p), indent=2))
+        else:
+            print(render_text(widths, budget, p))
     return 0
 
 

@@ -221,6 +221,7 @@ def sharp_optimum(widths: Sequence[int], budget: int, p: int = 2) -> SharpOptimu
     ties = comb(len(open_layers), extra)
     listed = []
     for chosen in islice(combinations(open_layers, extra), MAX_LISTED_TIES):
+        chosen = set(chosen)  # a tuple's `in` would make each tie cost layers * extra
         listed.append(tuple(x + (i in chosen) for i, x in enumerate(base)))
     return SharpOptimum(
         alpha=tuple(Fraction(x) / d for x, d in zip(retained, dims)),

@@ -18,7 +18,9 @@ Two paths:
   relative tolerances for zero slopes, coincident breakpoints and equal output slopes.
   The tests check it against the exact path on every generated network.
 
-Command line: ``python -m capacity.pieces NET.json [--json] [--fast]`` (see ``main``).
+Command line: ``python -m capacity.pieces NET.json [--json] [--fast] [--time-limit S]`` (see
+``main``); the work an exact count needs grows with width x width x pieces, so the command
+refuses or stops a count that would not finish within ``--time-limit`` seconds.
 The network JSON format is the one of ``DESIGN.md``:
 ``{"layers": [{"weight": [[...]], "bias": [...], "mask": [1, 0, ...]}, ...],
 "output": {"weight": [...], "bias": ...}, "origin": [...], "direction": [...],
@@ -45,8 +47,8 @@ from operator import mul
 from pathlib import Path
 from typing import Any, Sequence
 
-from capacity.cli import quiet_broken_pipe
-from capacity.exact import as_exact, exact_str
+from capacity.cli import CommandParser, UsageError, command, number, read_json, time_limit
+from capacity.exact import as_exact, exact_str, unlimited_digits
 
 Number = int | Fraction
 
@@ -318,16 +320,15 @@ def load_network(source: str | Path | dict) -> Network:
     """
     if isinstance(source, dict):
         return network_from_dict(source)
-    path = Path(source)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise NetworkError(f"cannot read {path}: {err.strerror or err}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise NetworkError(f"{path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    try:  # bounded: size, nesting, digits; UTF-8 (a BOM is skipped)
+        data = read_json(source, "network file", max_bytes=MAX_NETWORK_BYTES)
+    except UsageError as err:
+        raise NetworkError(str(err)) from None
     return network_from_dict(data)
+
+
+#: Largest network file ``load_network`` reads (a 1000 x 1000 layer of floats is ~20 MB).
+MAX_NETWORK_BYTES = 64 << 20
 
 
 def network_to_dict(net: Network) -> dict:
@@ -799,27 +800,97 @@ def _text(report: dict) -> str:
     return "\n".join(lines)
 
 
-@quiet_broken_pipe
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m capacity.pieces NET.json [--json] [--fast]``: count pieces, print bounds.
+PROG = "python -m capacity.pieces"
 
-    Returns 0 on success, 2 (after one line on stderr) for a bad file or arguments.
+#: Multiply-adds per second of the exact path on this 2-core machine (256 x 256: ~3 s).
+EXACT_RATE = 5_000_000
+
+
+def exact_work(data: Any) -> int:
+    """A lower bound on the multiply-adds of an exact count, from the parsed network JSON.
+
+    Every layer works on every interval of the line that the layers before it cut; the
+    first layer's breakpoints are never merged away before the end, so each later layer
+    sees at least as many intervals as the first layer makes: sum over layers of
+    intervals * width * fan-in. Only the first layer's numbers are read (a file that is
+    malformed elsewhere gives 0 here and its error from ``network_from_dict``).
+
+    Example:
+        >>> exact_work({"layers": [{"weight": [[1], [1]], "bias": [0, -1]},
+        ...     {"weight": [[1, 1]], "bias": [0]}], "output": {"weight": [1]}})
+        8
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m capacity.pieces",
+    try:
+        raw_layers = data["layers"]
+        first = network_from_dict({**data, "layers": raw_layers[:1],
+                                   "output": {"weight": [0] * len(raw_layers[0]["weight"])}})
+        widths = [len(layer["weight"]) for layer in raw_layers]
+    except (NetworkError, KeyError, TypeError, IndexError):
+        return 0
+    layer, thresholds = first.layers[0], ACTIVATIONS[first.activation].thresholds
+    kinks = set()
+    for row, bias, kept in zip(layer.weight, layer.bias, layer.mask):
+        slope = sum(map(mul, row, first.direction))
+        if kept and slope:
+            offset = sum(map(mul, row, first.origin), bias)
+            kinks.update(Fraction(theta - offset) / slope for theta in thresholds)
+    fans = [len(first.direction), *widths]
+    return widths[0] * fans[0] + (len(kinks) + 1) * sum(w * f for w, f in zip(widths[1:], fans[1:]))
+
+
+def _check_work(data: Any, fast: bool, seconds: float) -> None:
+    """Refuse an exact count that cannot finish within ``seconds`` (0: no limit)."""
+    if fast or seconds <= 0:
+        return
+    work = exact_work(data)
+    if work > EXACT_RATE * seconds:
+        widths = [len(layer["weight"]) for layer in data["layers"]]
+        raise UsageError(f"an exact count for widths {widths} needs at least {work:.2g} "
+                         f"multiply-adds (about {work / EXACT_RATE:,.0f} s here), more than "
+                         f"--time-limit {seconds:g}: use --fast (float64), or --time-limit 0 to "
+                         "count exactly anyway")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m capacity.pieces``."""
+    parser = CommandParser(
+        PROG, failure="output stopped early (the reader went away, e.g. | head)",
         description="Count the linear pieces of a network (network JSON, see DESIGN.md) along "
                     "the line origin + t * direction, exactly, and print the paper's and the "
-                    "sharp bound for its architecture and mask.")
-    parser.add_argument("network", help="network JSON file")
+                    "sharp bound for its architecture and mask.",
+        epilog="example: python -m capacity.pieces examples/net.json --json")
+    parser.add_argument("network", help="network JSON file (UTF-8, at most 64 MB)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (exact numbers as strings)")
     parser.add_argument("--fast", action="store_true", help="float64 numpy path instead of exact Fractions")
-    args = parser.parse_args(argv)
-    try:
-        report = _report(load_network(args.network), args.fast)
-    except NetworkError as err:
-        print(f"capacity.pieces: error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(report) if args.json else _text(report))
+    parser.add_argument("--time-limit", type=number(minimum=0), default=20.0, metavar="SECONDS",
+                        help="refuse a count that would take longer, stop one that does "
+                             "(default 20; 0: no limit)")
+    return parser
+
+
+@command(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m capacity.pieces NET.json [--json] [--fast] [--time-limit S]``.
+
+    Returns 0 on success, 2 (after one line on stderr) for a bad file or arguments, or a
+    count that would take longer than the time limit.
+    """
+    args = build_parser().parse_args(argv)
+    stop = (f"stopped after {args.time_limit:g} s (--time-limit): "
+            + ("use --time-limit 0 for no limit" if args.fast else
+               "use --fast (float64), or --time-limit 0 for no limit"))
+    with time_limit(args.time_limit, stop), unlimited_digits():
+        try:
+            data = read_json(args.network, "network file", max_bytes=MAX_NETWORK_BYTES)
+            _check_work(data, args.fast, args.time_limit)
+            report = _report(network_from_dict(data), args.fast)
+        except NetworkError as err:
+            raise UsageError(str(err)) from None
+        except OverflowError:  # an exact number beyond float64 on the fast path
+            raise UsageError("a number of the network is too large for --fast (float64); "
+                             "count exactly (without --fast)") from None
+        text = json.dumps(report) if args.json else _text(report)
+    print(text)
     return 0
 
 

@@ -6,7 +6,6 @@ writes ``OUT_DIR/<figure>.png`` and ``.pdf``. Nothing here trains anything.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -16,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .results import ResultsError, read_results  # noqa: E402,F401  (ResultsError: re-exported)
 from .stats import allocation_score, mean_ci, position, summary_table  # noqa: E402
 
 FIGSIZE = (7, 4.5)
@@ -362,33 +362,40 @@ FIGURES = (("retention", "retention", plot_retention),
            ("allocation", "allocation", plot_allocation))
 
 
-class ResultsError(ValueError):
-    """A results file that cannot be read or plotted."""
-
-
-def render_all(data_dir="figures/data", out_dir="figures", formats=("png", "pdf")) -> list[Path]:
+def render_all(data_dir="figures/data", out_dir="figures", formats=("png", "pdf"),
+               docs: dict | None = None) -> list[Path]:
     """Draw every figure whose results file exists in ``data_dir``; return the files written.
+
+    ``docs`` (experiment -> document, from :func:`figures.results.read_results`) skips the
+    reading when the caller has already read the files.
 
     Raises:
         ResultsError: a results file is not JSON or lacks what its plot needs.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written, docs = [], {}
-    for experiment, name, plot in FIGURES:
-        source = data_dir / f"{experiment}.json"
-        if not source.is_file():
-            continue
-        try:
-            if experiment not in docs:  # retention.json feeds two figures: read it once
-                docs[experiment] = json.loads(source.read_text())
-            fig = plot(docs[experiment])
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise ResultsError(f"{source} is not a results file of python -m snl_train.experiments "
-                               f"{experiment} ({type(exc).__name__}: {exc})") from exc
-        for fmt in formats:
-            path = out_dir / f"{name}.{fmt}"
-            fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else None)
-            written.append(path)
-        plt.close(fig)
+    docs = read_results(data_dir) if docs is None else docs
+    figures = []  # every plot first: a results file that fails leaves no figure written
+    try:
+        for experiment, name, plot in FIGURES:
+            if experiment in docs:
+                figures.append((name, _plot(plot, docs[experiment], data_dir / f"{experiment}.json")))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, fig in figures:
+            for fmt in formats:
+                path = out_dir / f"{name}.{fmt}"
+                fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else None)
+                written.append(path)
+    finally:
+        for _, fig in figures:
+            plt.close(fig)
     return written
+
+
+def _plot(plot, doc: dict, source: Path):
+    """``plot(doc)``; a document the plot cannot use is a ResultsError naming its file."""
+    try:
+        return plot(doc)
+    except (ArithmeticError, AttributeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ResultsError(f"{source} is not a results file of python -m snl_train.experiments "
+                           f"{source.stem} ({type(exc).__name__}: {exc})") from exc

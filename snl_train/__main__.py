@@ -2,9 +2,11 @@
 
 Runs pretraining, the SNL search (Algorithm 1), binarization within the budget and KD
 finetuning; writes DIR/metrics.jsonl (one line per epoch), DIR/checkpoint.pt (each epoch,
-atomically) and DIR/result.json. Bad input: one ``error: ...`` line on stderr, exit code 2.
-A NaN loss: a message, exit code 1, the last good checkpoint kept. Interrupted (Ctrl-C):
-exit code 130; continue with the same command plus ``--resume``.
+atomically) and DIR/result.json. Bad input: one ``python -m snl_train: error: ...`` line on
+stderr, exit code 2, checked before training where it can be (:mod:`snl_train.preflight`):
+a DIR that already holds a run needs ``--resume`` or ``--overwrite``. A NaN loss: a message,
+exit code 1, the last good checkpoint kept. Interrupted (Ctrl-C): exit code 130; continue
+with the same command plus ``--resume``. A closed stdout does not stop training.
 
 Under ``torchrun --nproc_per_node=N -m snl_train ...`` every stage runs data-parallel
 (:mod:`snl_train.distributed`); only rank 0 prints, draws progress bars and writes files.
@@ -14,10 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
-from capacity.cli import quiet_broken_pipe
+from capacity.cli import (CommandParser, command, integer, integer_list, number, one_line, shown,
+                          report_error, tolerant_printer)
 
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+PROG = "python -m snl_train"
 
 
 def _is_rank0() -> bool:
@@ -27,47 +32,26 @@ def _is_rank0() -> bool:
 
 def _error(message: str) -> None:
     if _is_rank0():
-        sys.stderr.write(f"error: {message}\n")
+        report_error(PROG, message)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage block
-        _error(message)
-        raise SystemExit(EXIT_BAD_INPUT)
+def _cpu_limit() -> int:
+    return 4 * (os.cpu_count() or 1)
 
 
-def _int_list(text: str) -> tuple:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return values
-
-
-def _milestones(text: str) -> tuple:
-    return () if text.strip() == "" else _int_list(text)
-
-
-def _checked(convert, ok, expected: str, requirement: str):
-    """An argparse type: ``convert(text)``, refused unless ``ok(value)``."""
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
-        return value
-    return parse
-
-
-_nonneg_int = _checked(int, lambda v: v >= 0, "a non-negative integer", ">= 0")
-_positive_float = _checked(float, lambda v: v > 0, "a number", "> 0")
-_fraction = _checked(float, lambda v: 0 <= v <= 1, "a number in [0, 1]", "in [0, 1]")
-_classes = _checked(int, lambda v: v >= 2, "an integer", ">= 2")
-_holdout = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)", "in [0, 1)")
+_int_list = integer_list(1, 2**31 - 1, max_items=1000)
+_milestones = integer_list(1, empty=True)
+_nonneg_int = integer(0)
+_positive_int = integer(1)
+_epochs = integer(0, 100_000)
+_seed = integer(0, 2**32 - 1)
+_cpu_count = integer(0, _cpu_limit(), why=f" (4 x the {os.cpu_count() or 1} CPUs)")
+_positive_float = number(above=0)
+_fraction = number(0, 1)
+_epsilon = number(0, below=1)
+_kappa = number(1)
+_classes = integer(2, 1_000_000)
+_holdout = number(0, below=1)
 
 
 def _json_object(text: str) -> dict:
@@ -76,21 +60,22 @@ def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {shown(text)}")
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(
-            f"expected a JSON object like '{{\"num_classes\": 10}}', got {text!r}")
+            f"expected a JSON object like '{{\"num_classes\": 10}}', got {shown(text)}")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import DATASETS
 
-    p = _Parser(prog="python -m snl_train", description=(
+    p = CommandParser(PROG, failure="the loss became NaN or infinite (the last good checkpoint "
+                                    "is kept)", description=(
         "Selective Network Linearization (ICML 2022, Algorithm 1): pretrain, learn which ReLUs "
         "to keep within a budget, binarize, finetune with knowledge distillation."),
-        epilog="Epoch defaults: digits/random/collinear 30 pretrain (lr x0.1 at 20, 25), "
-               "at most 300 search, 20 finetune, batch 64; CIFAR 160 (x0.1 at 80, 120), 200, "
+        epilog="Epoch defaults: digits/random/collinear 30 pretrain (lr x0.1 at 20, 25),\n"
+               "at most 300 search, 20 finetune, batch 64; CIFAR 160 (x0.1 at 80, 120), 200,\n"
                "100, batch 256; Tiny-ImageNet 100 pretrain (x0.1 at 50, 75).")
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="mlp",
@@ -99,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keyword arguments of a module:callable factory, e.g. "
                         "'{\"model_name\": \"resnet18\"}' for timm:create_model")
     g.add_argument("--widths", type=_int_list, default=(256, 64),
-                   help="hidden widths of the MLP, e.g. 256,64 (default)")
+                   help="hidden widths of the MLP, e.g. 256,64 (default; at most 1000 layers)")
     g.add_argument("--dataset", default="digits", choices=DATASETS, help="default digits")
     g.add_argument("--data-dir", help="directory holding cifar-10-batches-py/, cifar-100-python/ "
                                       "or tiny-imagenet-200/")
@@ -124,13 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "best finetuning epoch (default 0.1; 0: keep the last epoch)")
     s.add_argument("--lambda", dest="lam", metavar="LAMBDA", type=_positive_float, default=1e-5,
                    help="initial Lasso coefficient (default 1e-5)")
-    s.add_argument("--kappa", type=_positive_float, default=1.1,
+    s.add_argument("--kappa", type=_kappa, default=1.1,
                    help="lambda *= kappa when the count did not decrease (default 1.1)")
-    s.add_argument("--epsilon", type=float, default=0.01, help="keep a ReLU while c > epsilon (0.01)")
+    s.add_argument("--epsilon", type=_epsilon, default=0.01,
+                   help="keep a ReLU while c > epsilon, in [0, 1) (0.01)")
     s.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (1e-3)")
-    s.add_argument("--search-epochs", metavar="N", type=_nonneg_int,
+    s.add_argument("--search-epochs", metavar="N", type=_epochs,
                    help="maximum search epochs; the search ends early at the budget")
-    s.add_argument("--granularity", choices=("pixel", "channel"), default="pixel")
+    s.add_argument("--granularity", choices=("pixel", "channel"), default="pixel",
+                   help="pixel: one gate per ReLU (default); channel: one per channel (Eq. 6)")
     s.add_argument("--variant", choices=("linearize", "zero"), default="linearize",
                    help="linearize (SNL) or zero (Appendix B, Eq. 7)")
     s.add_argument("--from-scratch", action="store_true",
@@ -138,20 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exclude", default="", metavar="PATTERNS",
                    help="comma-separated gate-site name patterns to keep as plain ReLUs")
     t = p.add_argument_group("pretraining and finetuning")
-    t.add_argument("--pretrain-epochs", metavar="N", type=_nonneg_int)
+    t.add_argument("--pretrain-epochs", metavar="N", type=_epochs,
+                   help="epochs of plain training before the search (see the defaults below)")
     t.add_argument("--pretrain-lr", type=_positive_float, default=0.1, help="SGD lr (0.1)")
     t.add_argument("--milestones", type=_milestones,
                    help="pretraining epochs after which lr *= 0.1, e.g. 80,120")
-    t.add_argument("--finetune-epochs", metavar="N", type=_nonneg_int)
+    t.add_argument("--finetune-epochs", metavar="N", type=_epochs,
+                   help="epochs of KD finetuning after binarization")
     t.add_argument("--finetune-lr", type=_positive_float, default=1e-3, help="SGD lr (1e-3)")
-    t.add_argument("--batch-size", type=_nonneg_int, help="mini-batch size for every stage")
+    t.add_argument("--batch-size", type=_positive_int, help="mini-batch size for every stage")
     r = p.add_argument_group("run")
-    r.add_argument("--out", required=True, help="output directory")
-    r.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    r.add_argument("--threads", type=_nonneg_int, help="torch CPU threads (0: torch default)")
-    r.add_argument("--workers", type=_nonneg_int, default=0, help="DataLoader workers (0)")
+    r.add_argument("--out", required=True,
+                   help="run directory for checkpoint.pt, metrics.jsonl and result.json")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT from OUT/checkpoint.pt (same options)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="start over: delete the run already in OUT first")
+    r.add_argument("--seed", type=_seed, default=0, help="random seed, 0 .. 2^32-1 (default 0)")
+    r.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    r.add_argument("--threads", type=_cpu_count, help="torch CPU threads (0: torch default)")
+    r.add_argument("--workers", type=_cpu_count, default=0, help="DataLoader workers (0)")
     r.add_argument("--quiet", action="store_true", help="no progress bars, no log lines")
     return p
 
@@ -198,16 +191,18 @@ def _synthetic(cfg) -> dict:
     return options if cfg.classes is None else {**options, "num_classes": cfg.classes}
 
 
-@quiet_broken_pipe
+@command(PROG, speaks=_is_rank0)
 def main(argv=None) -> int:
     """Entry point; returns the exit code (0 ok, 1 NaN loss, 2 bad input, 130 interrupted)."""
-    parser = build_parser()
+    from .preflight import check_args, check_run_dir
+
     try:
-        args = parser.parse_args(argv)
-        if (args.budget is None) == (args.budget_fraction is None):
-            parser.error("give exactly one of --budget N or --budget-fraction F")
-    except SystemExit as exit_:  # --help (0) or a usage error (2, line already printed)
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help
         return exit_.code
+    check_args(args)
+    if _is_rank0():  # only rank 0 writes files (also under torchrun)
+        check_run_dir(args.out, args.resume, args.overwrite)
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -218,32 +213,37 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, remove_orphans
     from .data import DataError, load_dataset
     from .distributed import env_ranks, setup, teardown
     from .gates import GatingError
     from .models import build_model
+    from .preflight import build_checked, check_model, check_size, clear_run
     from .trainer import BudgetError, NonFiniteLoss, Trainer, resolve_device
 
     def bad(message: str) -> int:
-        _error(message)
+        _error(_summary(message))
         return EXIT_BAD_INPUT
+
+    def factory():
+        return build_model(cfg.model, data.num_classes, data.in_shape, cfg.widths, cfg.model_args)
 
     try:
         cfg = config_from_args(args)
         resolve_device(cfg.device)
         data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, **_synthetic(cfg))
-        build_model(cfg.model, data.num_classes, data.in_shape, cfg.widths,  # validates the name
-                    cfg.model_args)
+        check_size(cfg.model, cfg.widths, data.in_shape, data.num_classes, cfg.pretrain.batch_size)
+        check_model(build_checked(factory, cfg.model), data, cfg.model)
         env_ranks()  # a malformed torchrun environment is bad input too
     except (ValueError, TypeError, ImportError) as exc:  # DataError is a ValueError
         return bad(str(exc))
-
-    def factory():
-        return build_model(cfg.model, data.num_classes, data.in_shape, cfg.widths, cfg.model_args)
+    if _is_rank0():
+        if args.overwrite:
+            clear_run(Path(args.out))
+        remove_orphans(args.out)  # temporary checkpoints of a killed write
 
     speak = not args.quiet and _is_rank0()
-    out = (lambda line: print(line, flush=True)) if speak else (lambda line: None)
+    out = tolerant_printer() if speak else (lambda line: None)  # a closed stdout: keep training
     try:
         ctx = setup(cfg.device)  # None unless started by torchrun with several processes
     except ValueError as exc:
@@ -279,6 +279,15 @@ def _run(args) -> int:
             f"{pred['paper'].get('retained')}, sharp optimum {pred['sharp'].get('retained')}")
     out(f"wrote {args.out}/result.json and {args.out}/metrics.jsonl")
     return 0
+
+
+def _summary(message: str) -> str:
+    """One line for an error; a DataLoader worker's error carries the original traceback,
+    whose last line is the error itself."""
+    if "Original Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    return one_line(message)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ Example::
 """
 from __future__ import annotations
 
+import glob
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -94,7 +96,73 @@ def parse_checkpoint(source, path) -> dict:
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
+    problem = _shape_problem(state)
+    if problem:
+        raise CheckpointError(f"corrupt or incompatible checkpoint {path}: {problem}")
     return state
+
+
+def _is_int(value, minimum: int | None = None) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and (minimum is None or value >= minimum))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_state_dict(value) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+#: What each entry of a checkpoint must be (None: the entry may also be None).
+_CHECKS = {
+    "stage": (lambda v: isinstance(v, str), "a stage name"),
+    "epoch": (lambda v: _is_int(v, 0), "an epoch number >= 0"),
+    "config": (lambda v: isinstance(v, dict), "a config dict"),
+    "model": (_is_state_dict, "a model state dict"),
+    "rng": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "RNG states"),
+    "teacher": (lambda v: v is None or _is_state_dict(v), "None or a teacher state dict"),
+    "optimizer": (lambda v: v is None or isinstance(v, dict), "None or an optimizer state"),
+    "lam": (_is_number, "a finite lambda"),
+    "prev_count": (lambda v: v is None or _is_int(v, 0), "None or a ReLU count"),
+    "total": (lambda v: v is None or _is_int(v, 0), "None or a ReLU count"),
+    "budget": (lambda v: v is None or _is_int(v, 0), "None or a budget"),
+    "relu_count_before": (lambda v: v is None or _is_int(v, 0), "None or a ReLU count"),
+    "budget_reached": (lambda v: v is None or isinstance(v, bool), "None or a bool"),
+    "last_record": (lambda v: isinstance(v, dict), "a dict"),
+    "metrics_lines": (lambda v: _is_int(v, 0), "a line count >= 0"),
+}
+
+
+def _shape_problem(state: dict) -> str:
+    """What is wrong with a loaded checkpoint's entries, or "" (only entries that are there
+    and that ``Trainer`` reads; the ones every checkpoint has are in ``REQUIRED``)."""
+    for key, (ok, expected) in _CHECKS.items():
+        if key in state and not ok(state[key]):
+            return f"{key!r} is {type(state[key]).__name__}, expected {expected}"
+    return ""
+
+
+def remove_orphans(directory: str | os.PathLike, name: str = "checkpoint.pt") -> list[Path]:
+    """Delete the temporary files a killed :func:`save_checkpoint` left in ``directory``.
+
+    They are named ``<name>.<random>.tmp`` (``tempfile.mkstemp`` in ``save_checkpoint``);
+    a run calls this before it writes its first checkpoint. Returns the files removed.
+    """
+    removed = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for tmp in directory.glob(f"{glob.escape(name)}.*.tmp"):
+        try:
+            if tmp.is_file():
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # another process's file, or gone already
+            pass
+    return removed
 
 
 def rng_state(device: torch.device) -> dict:

@@ -189,23 +189,96 @@ def collinear_alternating(n: int = 64, dim: int = 2, seed: int = 0) -> DataBundl
     return DataBundle(ds, ds, 2, (dim,), "collinear")
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's python batches and nothing else: a pickle names the callables it
+    runs, and this one admits only those that rebuild numpy arrays (plus a latin-1 byte
+    decoder) -- a batch whose ``__reduce__`` names ``os.system`` is refused, not run."""
+
+    def find_class(self, module: str, name: str):
+        found = _allowed_globals().get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: a CIFAR batch holds only dicts, lists, "
+                "bytes, strings, numbers and numpy arrays")
+        return found
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refusing a persistent id: not a CIFAR batch")
+
+
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes, for latin-1 only."""
+    if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
+        raise pickle.UnpicklingError(f"refusing _codecs.encode(..., {encoding!r})")
+    return text.encode("latin-1")
+
+
+def _allowed_globals() -> dict:
+    """(module, name) -> object for the callables a numpy-array pickle names."""
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray, numeric  # numpy >= 2
+    except ImportError:
+        from numpy.core import multiarray, numeric
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+               ("_codecs", "encode"): _latin1}
+    for package in ("numpy.core", "numpy._core"):  # pickles name either, by numpy version
+        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        if hasattr(numeric, "_frombuffer"):
+            allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
+    return allowed
+
+
 def _unpickle(path: Path) -> dict:
-    if not path.is_file():
+    """One CIFAR batch, read with :class:`_BatchUnpickler` (no code from the file runs)."""
+    if not path.exists():
         raise DataError(f"missing file {path}")
+    if not path.is_file():
+        raise DataError(f"{path} is a directory, expected a CIFAR batch file")
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
-    except Exception as exc:  # truncated or foreign file
-        raise DataError(f"cannot read {path}: {exc}") from None
+            batch = _BatchUnpickler(f, encoding="bytes").load()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # truncated, foreign or refused content
+        raise DataError(f"cannot read {path}: {_first_line(exc)}") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path} holds a {type(batch).__name__}, expected a CIFAR batch (a dict)")
+    return batch
 
 
-def _cifar_arrays(batches: list[dict], label_key: bytes, path: Path):
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def _cifar_arrays(batches: list[tuple[Path, dict]], label_key: bytes, classes: int):
+    """Images (N, 3, 32, 32) uint8 and labels (N,) from checked batches; DataError names the
+    file and what is wrong (shape, dtype, value or label range, lengths)."""
+    import numpy as np
+
     xs, ys = [], []
-    for batch in batches:
+    for path, batch in batches:
         if b"data" not in batch or label_key not in batch:
             raise DataError(f"{path}: batch lacks b'data' or {label_key!r}")
-        xs.append(torch.as_tensor(batch[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
-        ys.append(torch.as_tensor(list(batch[label_key]), dtype=torch.long))
+        data, labels = batch[b"data"], batch[label_key]
+        if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
+            shape = data.shape if isinstance(data, np.ndarray) else type(data).__name__
+            raise DataError(f"{path}: b'data' must be an array of shape (N, 3072) "
+                            f"(32x32 RGB rows), got {shape}")
+        if data.dtype.kind not in "iu" or (data.size and (data.min() < 0 or data.max() > 255)):
+            raise DataError(f"{path}: b'data' must hold bytes 0..255, got dtype {data.dtype}")
+        labels = np.asarray(labels) if isinstance(labels, (list, tuple, np.ndarray)) else None
+        if labels is None or labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DataError(f"{path}: {label_key!r} must be a list of integer labels")
+        if len(labels) != len(data):
+            raise DataError(f"{path}: {len(data)} images but {len(labels)} labels")
+        if labels.size and (labels.min() < 0 or labels.max() >= classes):
+            raise DataError(f"{path}: labels must be in 0..{classes - 1}, got "
+                            f"{labels.min()}..{labels.max()}")
+        xs.append(torch.from_numpy(data.astype(np.uint8)).reshape(-1, 3, 32, 32))
+        ys.append(torch.from_numpy(labels.astype(np.int64)))
     return torch.cat(xs), torch.cat(ys)
 
 
@@ -222,8 +295,8 @@ def load_cifar(name: str, data_dir: Path, augment: bool = True) -> DataBundle:
         train_files, test_files = [root / "train"], [root / "test"]
     if not root.is_dir():
         raise DataError(f"no {root.name}/ in {data_dir}; {_layout(name)}")
-    x_tr, y_tr = _cifar_arrays([_unpickle(p) for p in train_files], key, root)
-    x_te, y_te = _cifar_arrays([_unpickle(p) for p in test_files], key, root)
+    x_tr, y_tr = _cifar_arrays([(p, _unpickle(p)) for p in train_files], key, classes)
+    x_te, y_te = _cifar_arrays([(p, _unpickle(p)) for p in test_files], key, classes)
     return DataBundle(AugmentedImages(x_tr, y_tr, mean, std, augment),
                       AugmentedImages(x_te, y_te, mean, std, False), classes, (3, 32, 32), name)
 
@@ -242,11 +315,14 @@ class ImageFiles(Dataset):
     def __getitem__(self, i):
         from PIL import Image
 
-        with Image.open(self.files[i]) as img:
-            img = img.convert("RGB")
-            if img.size != (self.size, self.size):
-                img = img.resize((self.size, self.size))
-            x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        try:
+            with Image.open(self.files[i]) as img:
+                img = img.convert("RGB")
+                if img.size != (self.size, self.size):
+                    img = img.resize((self.size, self.size))
+                x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # not an image
+            raise DataError(f"cannot read image {self.files[i]}: {_first_line(exc)}") from None
         x = x.view(self.size, self.size, 3).permute(2, 0, 1).float().div_(255.0)
         if self.augment:
             x = random_crop_flip(x, 4)
@@ -263,23 +339,40 @@ def load_tiny_imagenet(data_dir: Path, augment: bool = True, size: int = 64) -> 
     annotations = val_root / "val_annotations.txt"
     if not train_root.is_dir() or not annotations.is_file():
         raise DataError(f"no usable tiny-imagenet-200/ in {data_dir}; {_layout('tiny-imagenet')}")
-    wnids = sorted(p.name for p in train_root.iterdir() if p.is_dir())
-    index = {w: k for k, w in enumerate(wnids)}
-    train_files, train_labels = [], []
-    for wnid in wnids:
-        for f in sorted((train_root / wnid / "images").glob("*")):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                train_files.append(f)
-                train_labels.append(index[wnid])
+    try:
+        wnids = sorted(p.name for p in train_root.iterdir() if p.is_dir())
+        index = {w: k for k, w in enumerate(wnids)}
+        train_files, train_labels = [], []
+        for wnid in wnids:
+            images = train_root / wnid / "images"
+            if images.is_dir() and not os.access(images, os.R_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied", str(images))
+            for f in sorted(images.glob("*")):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    train_files.append(f)
+                    train_labels.append(index[wnid])
+        text = annotations.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read {exc.filename or root}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{annotations} is not UTF-8 text") from None
     val_files, val_labels = [], []
-    for line in annotations.read_text().splitlines():
+    for line in text.splitlines():
         parts = line.split("\t")
         if len(parts) < 2:
             continue
         if parts[1] not in index:
             raise DataError(f"{annotations}: class {parts[1]!r} has no train/{parts[1]}/ folder")
+        if not parts[0] or "/" in parts[0] or "\\" in parts[0] or parts[0] in (".", ".."):
+            raise DataError(f"{annotations}: {parts[0]!r} is not a file name in val/images/")
         val_files.append(val_root / "images" / parts[0])
         val_labels.append(index[parts[1]])
+    # a stat per file: a missing or unreadable image now, not in the middle of an epoch
+    for files, source in ((train_files, ""), (val_files, f" (named in {annotations})")):
+        for f in files:
+            if not f.is_file() or not os.access(f, os.R_OK):
+                state = "cannot be read" if f.is_file() else "does not exist"
+                raise DataError(f"image {f} {state}{source}")
     if not train_files or not val_files:
         raise DataError(f"no images found under {root}; {_layout('tiny-imagenet')}")
     return DataBundle(ImageFiles(train_files, train_labels, size, augment),

@@ -45,7 +45,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
-from capacity.cli import quiet_broken_pipe
+from capacity.cli import (CommandParser, UsageError, check_input_dir, check_output_file, command,
+                          integer, integer_list, shown, write_text_atomic)
 
 EXPERIMENTS = ("retention", "capacity", "distribution", "pareto", "allocation")
 
@@ -601,11 +602,14 @@ def run_all(specs: Sequence[dict], jobs: int = 1, progress: bool = False,
     done = {}
     # fork: workers inherit the imported modules (importing torch costs seconds per process);
     # safe as DataLoader workers are, since each worker runs torch with one thread
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
+    try:
         futures = {pool.submit(_worker, specs[i]): i for i in order}
         for future in as_completed(futures):
             done[futures[future]] = future.result()
             report(len(done), done[futures[future]])
+    finally:  # a failed run or Ctrl-C: do not start the runs still queued
+        pool.shutdown(wait=True, cancel_futures=True)
     return [done[i] for i in range(len(specs))]
 
 
@@ -689,22 +693,25 @@ def condition_table(runs: Sequence[dict], baseline: tuple = ("paper", 1.0)) -> l
 
 
 def save(doc: dict, out: str | os.PathLike) -> Path:
-    """Write ``doc`` as JSON to ``out`` (and, for retention, a flat CSV beside it)."""
+    """Write ``doc`` as JSON to ``out`` (and, for retention, a flat CSV beside it), each
+    atomically: a failed write leaves the old file as it was."""
+    import io
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
     if doc["experiment"] == "retention":
-        with open(out.with_suffix(".csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["dataset", "d1", "d2", "budget", "seed", "a1", "a2", "paper_a1",
-                        "paper_a2", "sharp_a1", "sharp_a2", "closed_form_feasible",
-                        "test_accuracy", "teacher_test_accuracy", "recipe", "lambda"])
-            for r in doc["runs"]:
-                w.writerow([r["dataset"], *r["widths"], r["budget"], r["seed"],
-                            *r["learned_alpha"], *r["predicted"]["paper"],
-                            *r["predicted"]["sharp"], r["closed_form_feasible"],
-                            r["test_accuracy"], r["teacher_test_accuracy"], condition(r)[0],
-                            r.get("lam")])
+        buffer = io.StringIO(newline="")
+        w = csv.writer(buffer)
+        w.writerow(["dataset", "d1", "d2", "budget", "seed", "a1", "a2", "paper_a1",
+                    "paper_a2", "sharp_a1", "sharp_a2", "closed_form_feasible",
+                    "test_accuracy", "teacher_test_accuracy", "recipe", "lambda"])
+        for r in doc["runs"]:
+            w.writerow([r["dataset"], *r["widths"], r["budget"], r["seed"],
+                        *r["learned_alpha"], *r["predicted"]["paper"],
+                        *r["predicted"]["sharp"], r["closed_form_feasible"],
+                        r["test_accuracy"], r["teacher_test_accuracy"], condition(r)[0],
+                        r.get("lam")])
+        write_text_atomic(out.with_suffix(".csv"), buffer.getvalue())
+    write_text_atomic(out, json.dumps(doc, indent=1) + "\n")
     return out
 
 
@@ -716,68 +723,137 @@ def _paired_line(row: dict) -> str:
     return f"{setting} (n={row['n']}, learned {row['mean']['learned']:.3f}): " + "; ".join(parts)
 
 
-@quiet_broken_pipe
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m snl_train.experiments",
+# ----------------------------------------------------------------------------- command line
+
+PROG = "python -m snl_train.experiments"
+DISTRIBUTION_ONLY = ("model", "dataset", "data_dir", "budgets")
+RETENTION_ONLY = ("recipe", "lambda_scale", "grid")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every value is checked here or in :func:`_check`, before any run."""
+    from .config import DATASETS
+
+    cpus = os.cpu_count() or 1
+    parser = CommandParser(
+        PROG, failure="a run failed (e.g. a NaN loss) or the results file could not be\n"
+                      "       written; the finished runs stay in OUT.partial.jsonl",
         description="Run an experiment comparing SNL-trained networks with the capacity "
-                    "theory and write its results file (read by python -m figures).")
-    parser.add_argument("experiment", choices=EXPERIMENTS)
-    parser.add_argument("--out", required=True, help="results JSON file to write")
+                    "theory and write its results file (read by python -m figures).",
+        epilog="example: python -m snl_train.experiments capacity --quick --out /tmp/capacity.json")
+    parser.add_argument("experiment", choices=EXPERIMENTS, help="which sweep to run")
+    parser.add_argument("--out", required=True,
+                        help="results file to write, NAME.json (finished runs go to "
+                             "NAME.partial.jsonl meanwhile; retention also writes NAME.csv)")
     parser.add_argument("--quick", action="store_true", help="tiny settings (about a minute)")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help="seeds per setting (capacity: training restarts per N)")
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--seeds", type=integer(1, 1000), default=None,
+                        help="seeds per setting (capacity: training restarts per N), 1..1000")
+    parser.add_argument("--jobs", type=integer(1, 4 * cpus, why=f" (4 x the {cpus} CPUs)"),
+                        default=min(2, cpus),
                         help="parallel worker processes (default: 2 or the CPU count)")
     parser.add_argument("--no-progress", action="store_true",
                         help="do not print one line per finished run on stderr")
-    parser.add_argument("--model", default="convnet", help="distribution: model name")
-    parser.add_argument("--dataset", default="digits", help="distribution: dataset name")
-    parser.add_argument("--data-dir", default=None, help="distribution: CIFAR directory")
-    parser.add_argument("--budgets", default=None,
+    parser.add_argument("--model", default=None, help="distribution: model name (default convnet)")
+    parser.add_argument("--dataset", default=None, choices=DATASETS,
+                        help="distribution: dataset name (default digits)")
+    parser.add_argument("--data-dir", default=None,
+                        help="distribution: directory of CIFAR / Tiny-ImageNet files")
+    parser.add_argument("--budgets", type=integer_list(0, max_items=100), default=None,
                         help="distribution: comma-separated ReLU budgets")
-    parser.add_argument("--recipe", default="paper",
+    parser.add_argument("--recipe", default=None,
                         help="retention: training recipes, comma-separated: paper (default), "
                              "official (snl_train --recipe)")
-    parser.add_argument("--lambda-scale", default="1",
+    parser.add_argument("--lambda-scale", default=None,
                         help=f"retention: factors on the initial lambda {BASE_LAMBDA:g}, "
                              "comma-separated, e.g. 0.1,1,10 (default 1)")
-    parser.add_argument("--grid", choices=("full", "robustness"), default="full",
-                        help="retention: every setting (default), or 4 per dataset (width "
-                             "ratios 1, 2, 4, 8) for a recipe / lambda comparison")
-    args = parser.parse_args(argv)
-    if (args.seeds is not None and args.seeds < 1) or args.jobs < 1:
-        print("error: --seeds and --jobs must be >= 1", file=sys.stderr)
-        return 2
+    parser.add_argument("--grid", choices=("full", "robustness"), default=None,
+                        help="retention: every setting (default full), or robustness: 4 per "
+                             "dataset (width ratios 1, 2, 4, 8) for a recipe / lambda comparison")
+    return parser
+
+
+def _check(args) -> tuple[Path, Path, dict]:
+    """The results and partial paths and the sweep's options; UsageError before any run."""
+    for only, experiment_name in ((DISTRIBUTION_ONLY, "distribution"), (RETENTION_ONLY, "retention")):
+        given = [f"--{k.replace('_', '-')}" for k in only if getattr(args, k) is not None]
+        if given and args.experiment != experiment_name:
+            raise UsageError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} "
+                             f"only to the {experiment_name} experiment (see --help)")
+    out = Path(args.out)
+    if out.suffix != ".json":
+        raise UsageError(f"--out must name a .json file, got {args.out!r} (see --help)")
+    check_output_file(out, "--out")
+    partial = out.with_suffix(".partial.jsonl")
+    check_output_file(partial, "partial results file")
+    if args.experiment == "retention":
+        check_output_file(out.with_suffix(".csv"), "CSV file")
+    if partial.is_file() and partial.stat().st_size:
+        raise UsageError(f"{partial} holds the finished runs of an earlier sweep that did not "
+                         "complete; move it away (or delete it) to start a new one")
     options = {}
     if args.experiment == "distribution":
-        try:
-            budgets = (tuple(int(b) for b in args.budgets.split(",")) if args.budgets else None)
-        except ValueError:
-            print(f"error: --budgets must be comma-separated integers, got {args.budgets!r}",
-                  file=sys.stderr)
-            return 2
-        options = {"model": args.model, "dataset": args.dataset, "data_dir": args.data_dir,
-                   "budgets": budgets}
+        options = {"model": args.model or "convnet", "dataset": args.dataset or "digits",
+                   "data_dir": args.data_dir, "budgets": args.budgets}
+        if args.data_dir is not None:
+            check_input_dir(args.data_dir, "--data-dir")
     if args.experiment == "retention":
         try:
             options = _retention_options(args)
         except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            raise UsageError(f"{exc} (see --help)") from None
+    return out, partial, options
+
+
+def _check_distribution(options: dict) -> None:
+    """Build the distribution sweep's model once: an unknown model, missing data or a budget
+    above its ReLU count is reported before any run starts (ValueError)."""
+    from .accounting import count_relus
+    from .data import load_dataset
+    from .models import build_model
+
+    data = load_dataset(options["dataset"], options["data_dir"], augment=False)
+    model = build_model(options["model"], data.num_classes, data.in_shape, [4])
+    total = count_relus(model, data.train[0][0].unsqueeze(0))
+    too_big = [b for b in options["budgets"] or () if b > total]
+    if too_big:
+        raise ValueError(f"--budgets {','.join(map(str, too_big))} exceed the {total:,} ReLUs of "
+                         f"{options['model']} on {options['dataset']}")
+
+
+def _kept(partial: Path) -> str:
+    lines = partial.read_text().count("\n") if partial.is_file() else 0
+    return f"; the {lines} finished runs are in {partial}" if lines else ""
+
+
+@command(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: 0 done, 1 a run failed or the results could not be written, 2 bad input
+    (before any run starts), 130 interrupted; finished runs are never deleted on failure."""
+    args = build_parser().parse_args(argv)
+    out, partial, options = _check(args)
     from .data import DataError
+    from .trainer import NonFiniteLoss
 
     try:
-        partial = Path(args.out).with_suffix(".partial.jsonl")
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text("")
+        if args.experiment == "distribution":
+            _check_distribution(options)
         doc = experiment(args.experiment, args.quick, args.seeds, args.jobs, not args.no_progress,
                          partial, **options)
-        partial.unlink()
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted{_kept(partial)}\n")
+        return 130
     except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    path = save(doc, args.out)
+        raise UsageError(f"{exc}{_kept(partial)}") from None
+    except (NonFiniteLoss, RuntimeError) as exc:
+        sys.stderr.write(f"{PROG}: error: a run failed: {_first_line(exc)}{_kept(partial)}\n")
+        return 1
+    try:
+        path = save(doc, out)
+    except OSError as exc:
+        sys.stderr.write(f"{PROG}: error: cannot write {exc.filename or out}: "
+                         f"{exc.strerror or exc}{_kept(partial)}\n")
+        return 1
+    partial.unlink(missing_ok=True)  # the results file now holds every run
     print(f"{args.experiment}: {len(doc['runs'])} runs in {doc['wall_seconds']:.0f} s -> {path}")
     for row in doc.get("paired_by_region", ()):
         print("  " + _paired_line(row))
@@ -797,18 +873,19 @@ def _retention_options(args) -> dict:
     """``retention_specs`` keywords from --recipe, --lambda-scale and --grid (ValueError if bad)."""
     from .recipes import RECIPES
 
-    recipes = tuple(r.strip() for r in args.recipe.split(","))
+    recipe, scale = args.recipe or "paper", args.lambda_scale or "1"
+    recipes = tuple(r.strip() for r in recipe.split(","))
     if any(r not in RECIPES for r in recipes):
         raise ValueError(f"--recipe must be comma-separated names from {', '.join(RECIPES)}, "
-                         f"got {args.recipe!r}")
+                         f"got {shown(recipe)}")
     try:
-        scales = tuple(float(v) for v in args.lambda_scale.split(","))
+        scales = tuple(float(v) for v in scale.split(","))
     except ValueError:
         scales = ()
-    if not scales or any(not (v > 0 and math.isfinite(v)) for v in scales):
-        raise ValueError(f"--lambda-scale must be comma-separated positive numbers, "
-                         f"got {args.lambda_scale!r}")
-    return {"recipes": recipes, "lambda_scales": scales, "grid": args.grid}
+    if not scales or len(scales) > 100 or any(not (0 < v <= 1e6 and math.isfinite(v)) for v in scales):
+        raise ValueError(f"--lambda-scale must be up to 100 comma-separated numbers in (0, 1e6], "
+                         f"got {shown(scale)}")
+    return {"recipes": recipes, "lambda_scales": scales, "grid": args.grid or "full"}
 
 
 def _condition_line(row: dict) -> str:
@@ -822,6 +899,9 @@ def _condition_line(row: dict) -> str:
         line += (f"; minus {d['baseline'][0]} x{d['baseline'][1]:g}: {d['mean']:+.2f} "
                  f"({d['low']:+.2f} .. {d['high']:+.2f})")
     return line
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -707,18 +707,36 @@ class Trainer:
         }, self._path("checkpoint.pt"))
 
     def _restore(self, state: dict) -> None:
-        saved = RunConfig.from_dict(state["config"]).to_dict()
-        mine = self.config.to_dict()
-        for key in ("model", "widths", "dataset", "seed", "model_args", "input_shape", "classes"):
-            if saved[key] != mine[key]:
-                raise CheckpointError(f"checkpoint is for {key}={saved[key]!r}, "
-                                      f"this run has {key}={mine[key]!r}")
-        for key in ("granularity", "variant", "exclude", "from_scratch"):
-            if saved["search"][key] != mine["search"][key]:
-                raise CheckpointError(f"checkpoint is for --{key.replace('_', '-')} "
-                                      f"{saved['search'][key]!r}, this run has {mine['search'][key]!r}")
+        """Continue from a checkpoint of the same run; CheckpointError (one line) when it was
+        written with options that change the result, or is corrupt in a way loading shows."""
+        path = self._path("checkpoint.pt") if self.out_dir is not None else "checkpoint"
+        self._check_same_run(state.get("config"), path)
+        try:
+            self._restore_state(state)
+        except CheckpointError as exc:
+            raise CheckpointError(f"corrupt or incompatible checkpoint {path}: {exc}") from None
+        except (ArithmeticError, AttributeError, IndexError, KeyError, RuntimeError, TypeError,
+                ValueError) as exc:
+            first = next((line for line in str(exc).splitlines() if line.strip()), "")
+            raise CheckpointError(f"corrupt or incompatible checkpoint {path}: "
+                                  f"{type(exc).__name__}: {first.strip()}") from None
+
+    def _check_same_run(self, config, path) -> None:
+        """Refuse to resume with an option that changes the result, naming the option."""
+        try:
+            saved = RunConfig.from_dict(config).to_dict()
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"corrupt or incompatible checkpoint {path}: its config: "
+                                  f"{exc}") from None
+        for key, old, new in _config_differences(saved, self.config.to_dict()):
+            raise CheckpointError(
+                f"{path} was written with {_option_name(key)} {_shown(old)}, this run has "
+                f"{_shown(new)}: resume with the same value, or start over with --overwrite")
+
+    def _restore_state(self, state: dict) -> None:
+        """Models, optimizer, counters and RNG from ``state``; metrics.jsonl cut to match."""
         if state["stage"] not in STAGES:
-            raise CheckpointError(f"checkpoint has unknown stage {state['stage']!r}")
+            raise CheckpointError(f"unknown stage {state['stage']!r}")
         self.stage, self.epoch = state["stage"], int(state["epoch"])
         self.model = self.model_factory().to(self.device)
         self.site_totals = relu_counts(self.model, self.example_input)
@@ -742,14 +760,14 @@ class Trainer:
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
             except (ValueError, KeyError) as exc:
-                raise CheckpointError(f"checkpoint optimizer does not fit this run: {exc}") from None
-        if self.writes:
-            self._truncate_metrics()
+                raise CheckpointError(f"its optimizer state does not fit this run: {exc}") from None
         ranks = state.get("rng_ranks")
         if self.dist is not None and ranks is not None and len(ranks) == self.dist.world_size:
             self.dist.set_rng(ranks[self.dist.rank])
         else:
             set_rng_state(state["rng"], self.device)
+        if self.writes:  # last: a checkpoint that fails to load leaves the metrics as they were
+            self._truncate_metrics()
         self.log(f"resumed from {self._path('checkpoint.pt')}: {self.stage} after epoch {self.epoch}")
 
     def _load(self, model: nn.Module, state_dict: dict, what: str) -> None:
@@ -757,12 +775,12 @@ class Trainer:
             model.load_state_dict(state_dict)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"checkpoint {what} does not fit this model: {first}") from None
+            raise CheckpointError(f"its {what} does not fit this model: {first}") from None
 
     def _truncate_metrics(self) -> None:
-        path = self._path("metrics.jsonl")
-        lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-        path.write_text("".join(lines[:self.metrics_lines]))
+        path = self._path("metrics.jsonl")  # bytes: a line is a line, whatever its encoding
+        lines = path.read_bytes().splitlines(keepends=True) if path.exists() else []
+        path.write_bytes(b"".join(lines[:self.metrics_lines]))
 
     # -- the result ----------------------------------------------------------------------
     def _result(self) -> dict:
@@ -805,6 +823,51 @@ class Trainer:
             self.log(f"warning: the {len(digests)} ranks ended with different models")
         return {"world_size": self.dist.world_size, "backend": self.dist.backend,
                 "replicas_identical": len(set(digests)) == 1, "state_digests": digests}
+
+
+#: Config entries that do not change a run's result: a resumed run may set them differently.
+RESUME_FREE = ("device", "threads", "num_workers", "data_dir")
+#: The command-line option behind a config entry, where it is not ``--`` + the entry's name
+#: with dashes (``allocation`` -> ``--allocation``); nested entries without one are named as
+#: config entries (``search.momentum``).
+OPTION_NAMES = {
+    "latency_per_1000": "config entry latency_per_1000",
+    "search.lam": "--lambda", "search.kappa": "--kappa", "search.epsilon": "--epsilon",
+    "search.lr": "--lr", "search.max_epochs": "--search-epochs",
+    "search.granularity": "--granularity", "search.variant": "--variant",
+    "search.from_scratch": "--from-scratch", "search.exclude": "--exclude",
+    "pretrain.epochs": "--pretrain-epochs", "pretrain.lr": "--pretrain-lr",
+    "pretrain.milestones": "--milestones", "finetune.epochs": "--finetune-epochs",
+    "finetune.lr": "--finetune-lr", "pretrain.batch_size": "--batch-size",
+    "search.batch_size": "--batch-size", "finetune.batch_size": "--batch-size",
+}
+
+
+def _config_differences(saved: dict, mine: dict, prefix: str = ""):
+    """(key, saved value, this run's value) for every result-changing entry that differs."""
+    for key in [*mine, *(k for k in saved if k not in mine)]:
+        name = prefix + key
+        if name in RESUME_FREE:
+            continue
+        old, new = saved.get(key), mine.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            yield from _config_differences(old, new, name + ".")
+        elif old != new:
+            yield name, old, new
+
+
+def _option_name(key: str) -> str:
+    if key in OPTION_NAMES:
+        return OPTION_NAMES[key]
+    return f"config entry {key}" if "." in key else "--" + key.replace("_", "-")
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "(not given)"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or '""'
+    return str(value)
 
 
 def retention_report(counts, budget: int) -> dict:

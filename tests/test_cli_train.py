@@ -97,7 +97,7 @@ def test_resume_continues_an_interrupted_run_to_the_same_result(tmp_path, capsys
 def test_bad_input_gives_one_error_line_and_exit_2(tmp_path, capsys, argv, message):
     code, out, err = run(capsys, *TINY, *argv, "--out", str(tmp_path))
     assert code == 2
-    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert err.startswith("python -m snl_train: error: ") and err.count("\n") == 1 and message in err
     assert "Traceback" not in err and not (tmp_path / "result.json").exists()
 
 
@@ -138,4 +138,5 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "snl_train", "--budget", "3", "--widths", "0",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr == "error: argument --widths: expected comma-separated positive integers, got '0'\n"
+    assert proc.stderr == ("python -m snl_train: error: argument --widths: expected comma-separated "
+                           "positive integers below 2^31, got '0' (see --help)\n")

@@ -75,7 +75,7 @@ def test_l1_prune_run_meets_budget_with_whole_channels():
 
 def test_cli_bad_input_exit_code_2(tmp_path, capsys):
     assert ex.main(["retention", "--seeds", "0", "--out", str(tmp_path / "r.json")]) == 2
-    assert "must be >= 1" in capsys.readouterr().err
+    assert "--seeds: must be in [1, 1000], got '0'" in capsys.readouterr().err
     assert ex.main(["distribution", "--budgets", "1,x", "--out", str(tmp_path / "d.json")]) == 2
 
 

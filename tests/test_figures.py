@@ -158,3 +158,10 @@ def test_retention_conditions_plot_means_per_condition():
     means = [line.get_ydata()[0] for line in fig.axes[0].lines
              if line.get_marker() == "o" and len(line.get_ydata()) == 1]
     assert means == pytest.approx([1 / 3, 1.0])  # (5, 1) is a third of the way to (3, 3)
+
+
+def test_every_figure_reads_a_known_results_file():
+    """Each figure's results file is one that read_results reads (else it is never drawn)."""
+    from figures.results import EXPERIMENTS
+
+    assert {experiment for experiment, _, _ in plots.FIGURES} <= set(EXPERIMENTS)
