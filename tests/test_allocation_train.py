@@ -170,7 +170,7 @@ def test_bad_allocations_give_one_line_and_exit_2_before_training(tmp_path, caps
         argv += ["--allocation", str(path)]
     code, out, err = run(capsys, *argv, *extra, "--out", str(tmp_path / "run"))
     assert code == 2 and out == ""
-    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert err.startswith("python -m snl_train: error: ") and err.count("\n") == 1 and message in err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing trained, nothing written
 
 
@@ -188,7 +188,7 @@ def test_resume_keeps_the_allocation_and_refuses_another(tmp_path, capsys):
     first = json.loads((tmp_path / "run" / "result.json").read_text())
     code, _, err = run(capsys, *TINY, "--budget", "5", "--allocation", "sharp", "--out", out, "--resume")
     assert code == 2 and err.count("\n") == 1
-    assert "checkpoint is for --allocation uniform, this run has --allocation sharp" in err
+    assert "was written with --allocation uniform, this run has sharp" in err
     assert run(capsys, *TINY, "--budget", "5", "--allocation", "uniform", "--out", out, "--resume")[0] == 0
     again = json.loads((tmp_path / "run" / "result.json").read_text())
     assert again["allocation"] == first["allocation"] and again["per_layer"] == first["per_layer"]

@@ -71,12 +71,12 @@ def test_model_args_reach_the_factory_and_are_recorded(tmp_path, capsys):
     (["--model", "test_any_model:gelu_net", "--model-args", '{"depth": 3}', "--budget", "1"],
      r"gelu_net\(num_classes=3, depth=3\) failed: TypeError"),
     (["--dataset", "digits", "--input-shape", "3,8,8", "--budget", "1"], "apply to --dataset random"),
-    (["--classes", "1", "--budget", "1"], "must be >= 2"),
+    (["--classes", "1", "--budget", "1"], r"--classes: must be in \[2, "),
 ])
 def test_bad_models_and_options_get_one_line_and_exit_2(tmp_path, capsys, argv, message):
     """Refused before any training (later options override RUN's)."""
     code, out, err = run(capsys, *RUN, *argv, "--out", str(tmp_path / "run"))
-    assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("error: ")
+    assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("python -m snl_train: error: ")
     assert re.search(message, err), err
     assert not (tmp_path / "run" / "result.json").exists()
 

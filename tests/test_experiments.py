@@ -184,4 +184,4 @@ def test_condition_table_positions_and_paired_differences_by_hand():
 def test_cli_bad_recipe_or_lambda_scale(tmp_path, capsys):
     for argv in (["--recipe", "paper,typo"], ["--lambda-scale", "0"], ["--lambda-scale", "1,x"]):
         assert ex.main(["retention", *argv, "--out", str(tmp_path / "r.json")]) == 2
-        assert capsys.readouterr().err.startswith("error: --")
+        assert capsys.readouterr().err.startswith("python -m snl_train.experiments: error: --")
