@@ -12,7 +12,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m figures",
         description="Draw every figure (PNG and PDF) from the results files written by "
-                    "python -m snl_train.experiments; files that are missing are skipped.")
+                    "python -m snl_train.experiments (private.json: benchmarks/private.py); "
+                    "files that are missing are skipped.")
     parser.add_argument("--data", default="figures/data", help="directory of <experiment>.json")
     parser.add_argument("--out", default="figures", help="directory for the PNG and PDF files")
     parser.add_argument("--formats", default="png,pdf", help="comma-separated file formats")
