@@ -37,6 +37,7 @@ bench: setup
 	$(PY) benchmarks/pieces.py
 	$(PY) benchmarks/gates.py
 	$(PY) benchmarks/distributed.py
+	$(PY) benchmarks/private.py --runs runs/private
 
 clean:
 	rm -rf $(VENV) build *.egg-info

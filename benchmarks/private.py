@@ -10,12 +10,17 @@ loopback; CrypTen's default trusted-dealer provider, so every figure is the **on
    (1 and 8), in both weight modes. The byte and round constants (per kept ReLU, per non-empty
    ReLU layer, per linear layer, per output) are read off and must hold exactly on every run;
    the seconds constants (per inference, per non-empty ReLU layer, per kept ReLU, per linear
-   layer, per multiply-accumulate) are fitted by non-negative least squares to the best-of-
-   repeats times (other load on a shared machine only ever adds time) minus the loopback's
-   rounds x RTT + bytes / bandwidth, each run weighted by 1 / its time.
+   layer, per multiply-accumulate) are fitted by non-negative least squares to the median
+   times minus the loopback's rounds x RTT + bytes / bandwidth, each run weighted by 1 / its
+   time.
 3. ``held-out``: SNL-trained digits networks (short ``python -m snl_train`` runs, trained here
-   when ``RUNS/<name>/result.json`` is missing) measured by ``snl_train.private.measure_run``;
-   the fitted profile predicts their bytes and rounds (exactly) and localhost time.
+   when ``RUNS/<name>/result.json`` is missing) measured as ``python -m snl_train.private``
+   does (secure predictions on the 360 test digits checked); the fitted profile predicts their
+   bytes and rounds (exactly) and localhost time.
+
+Within each run of the parties the repeats are interleaved across networks and modes, so
+that other load on a shared machine falls on every network alike; medians are used (the best
+of the repeats is recorded too, but depends on how lucky a network was with a quiet moment).
 
 Usage::
 
@@ -24,7 +29,7 @@ Usage::
                                                                  # figures/data/private.json
     python benchmarks/private.py --quick --runs /tmp/private     # fewer repeats and networks
 
-The machine may be shared: best-of-repeats times (medians are reported too), ratios within one run.
+The machine may be shared: medians of interleaved repeats, ratios within one run.
 """
 from __future__ import annotations
 
@@ -132,7 +137,7 @@ def _loopback_party(rank: int, repeats: int) -> dict:
             start = time.perf_counter()
             comm.all_reduce(tensor)
             times.append(time.perf_counter() - start)
-        result[label] = min(times[2:])  # other load only ever adds time
+        result[label] = statistics.median(times[2:])
     return result
 
 
@@ -160,10 +165,11 @@ def features(report: dict, layers, mode: str) -> dict:
             "relu_layers": sum(1 for l in relus if l.kept), "linear_layers": len(linear),
             "inputs": sum(l.inputs for l in linear), "weights": sum(l.weights for l in linear),
             "macs": sum(l.macs for l in linear), "outputs": report["outputs"],
-            "bytes": r["bytes"], "rounds": r["rounds"], "seconds_median": r["seconds_median"],
-            "seconds": r["seconds_best"],  # other load on a shared machine only ever adds time "relu_bytes": r["relu_bytes"],
+            "bytes": r["bytes"], "rounds": r["rounds"], "seconds": r["seconds_median"],
+            "seconds_best": r["seconds_best"], "relu_bytes": r["relu_bytes"],
             "linear_bytes": r["linear_bytes"], "output_bytes": r["output_bytes"],
-            "other_bytes": r["other_bytes"], "rows": r["layers"]}
+            "other_bytes": r["other_bytes"], "kept_per_layer": [l.kept for l in relus],
+            "rows": r["layers"]}
 
 
 def exact_constants(rows: list[dict]) -> dict:
@@ -244,25 +250,34 @@ def measure_fit_set(repeats: int, quick: bool) -> list[dict]:
 
 
 def measure_trained(runs: Path, names, repeats: int) -> list[dict]:
-    from snl_train.accounting import PrivateLayer
-    from snl_train.private import PrivateConfig, measure_run
+    """The trained networks, interleaved in one run of the parties (like measure_run)."""
+    from snl_train.accounting import online_latency
+    from snl_train.gates import eval_forward
+    from snl_train.private import PrivateConfig, convert, first_test_samples, load_run, measure_many
 
-    out = []
+    config = PrivateConfig(repeats=repeats, warmup=2, samples=360)
+    jobs, info = [], []
     for name, model, _, budget, _ in TRAINED:
         if name not in names:
             continue
-        doc = measure_run(runs / name, PrivateConfig(repeats=repeats, warmup=2, samples=360))
+        run = load_run(runs / name)
+        program = convert(run.model, run.example_input)
+        x, y = first_test_samples(run.data, config.samples)
+        jobs.append((program, x, y, eval_forward(run.model, x)))
         result = json.loads((runs / name / "result.json").read_text())
-        layers = [PrivateLayer(**layer) for layer in doc["layers_static"]]
+        info.append({"label": name, "model": model, "budget": budget, "relu_total": program.relu_total,
+                     "test_accuracy": result["test_accuracy"],
+                     "teacher_test_accuracy": result["teacher_test_accuracy"],
+                     "budget_reached_by_search": result["budget_reached_by_search"],
+                     "delphi_seconds": online_latency(run.model, x[:1], program.relu_kept, repeats=9)["total_seconds"],
+                     "layers": program.layers})
+    out = []
+    for meta, doc in zip(info, measure_many(jobs, config)):
+        layers = meta.pop("layers")
         for mode in ("secret", "public"):
-            out.append({"label": name, "model": model, "budget": budget, "mode": mode,
-                        "relu_total": doc["relu_total"], "test_accuracy": result["test_accuracy"],
-                        "teacher_test_accuracy": result["teacher_test_accuracy"],
-                        "secure_accuracy": doc["modes"][mode]["accuracy"],
-                        "agreement": doc["modes"][mode]["agreement"],
-                        "delphi_seconds": doc["delphi_estimate_seconds"],
-                        **features(doc, layers, mode)})
-        print(f"measured {name}", flush=True)
+            out.append({**meta, "mode": mode, "secure_accuracy": doc["modes"][mode]["accuracy"],
+                        "agreement": doc["modes"][mode]["agreement"], **features(doc, layers, mode)})
+    print(f"measured {len(jobs)} trained networks", flush=True)
     return out
 
 
@@ -299,7 +314,7 @@ def _machine() -> str:
 
 def report(rows: list[dict], title: str) -> list[dict]:
     """Print measured against predicted; return the comparison rows."""
-    print(f"\n{title}: measured (best of repeats) vs predicted, per party per batch")
+    print(f"\n{title}: measured (median of repeats) vs predicted, per party per batch")
     print(f"{'network':28} {'weights':7} {'kept':>5} {'bytes':>10} {'pred':>10} {'rounds':>6} "
           f"{'pred':>5} {'seconds':>8} {'pred':>8} {'error':>7}")
     out = []
@@ -317,14 +332,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "private",
                         help="directory of the trained runs (trained here when missing)")
-    parser.add_argument("--repeats", type=int, default=9, help="timed inferences per network (9)")
+    parser.add_argument("--repeats", type=int, default=25, help="timed inferences per network (25)")
     parser.add_argument("--quick", action="store_true", help="fewer networks and repeats")
     parser.add_argument("--train-only", action="store_true", help="train the missing runs, then stop")
     parser.add_argument("--write", action="store_true",
                         help=f"write {PROFILE.relative_to(ROOT)} and {FIGURE_DATA.relative_to(ROOT)}")
     args = parser.parse_args(argv)
+    import torch
+
     from snl_train.accounting import load_cost_profile
 
+    torch.set_num_threads(1)  # tiny models: the plaintext timings (DELPHI estimate) too
     repeats = 3 if args.quick else args.repeats
     names = QUICK_TRAINED if args.quick else [t[0] for t in TRAINED]
     train(args.runs, names)

@@ -46,7 +46,7 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -622,8 +622,20 @@ def convert(model: nn.Module, example_input: torch.Tensor) -> PrivateProgram:
 
 # ----------------------------------------------------------------------------- parties
 
+def _die_with_parent() -> None:
+    """Linux: end this party when the parent dies (killed, it cannot stop the parties itself)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's clean-up has to do
+        pass
+
+
 def _party_main(rank: int, world_size: int, rendezvous: str, results, fn, args) -> None:
     """One party: join the MPC group, run ``fn(rank, *args)``, report its value or its error."""
+    _die_with_parent()
     os.environ.update(WORLD_SIZE=str(world_size), RANK=str(rank), RENDEZVOUS=rendezvous,
                       DISTRIBUTED_BACKEND="gloo")
     torch.set_num_threads(1)  # two parties on two cores: more threads make it 6-12x slower
@@ -785,31 +797,36 @@ def _secure_forward(crypten, program: PrivateProgram, params: dict, x: torch.Ten
 
 
 def _measure_party(rank: int, jobs: list, config: PrivateConfig) -> list[dict]:
+    """One party's timed runs (per-layer meters) and checked logits, per job and weights mode.
+
+    The repeats are interleaved across jobs and modes, so that other load on a shared machine
+    falls on every network alike.
+    """
     from .crypten_compat import import_crypten
 
     crypten = import_crypten()
     comm = crypten.communicator.get()
-    return [_measure_job(crypten, comm, rank, program, timed, checked, config)
-            for program, timed, checked in jobs]
-
-
-def _measure_job(crypten, comm, rank: int, program: PrivateProgram, timed: torch.Tensor,
-                 checked: list, config: PrivateConfig) -> dict:
-    """One party's timed runs (per-layer meters) and checked logits, per weights mode."""
-    report = {}
-    for mode in config.modes:
-        params = _share_params(crypten, program.params, mode, rank)
-        runs = []
-        for k in range(config.warmup + config.repeats):
-            comm.barrier()  # both parties start the clock together
-            meter = _Meter(comm)
-            start = time.perf_counter()
-            _secure_forward(crypten, program, params, timed, rank, meter)
-            if k >= config.warmup:
-                runs.append({"seconds": time.perf_counter() - start, "rows": meter.rows})
-        logits = [_secure_forward(crypten, program, params, x, rank, None) for x in checked]
-        report[mode] = {"runs": runs, "logits": torch.cat(logits) if rank == CLIENT and logits else None}
-    return report
+    params = [{mode: _share_params(crypten, program.params, mode, rank) for mode in config.modes}
+              for program, _, _ in jobs]
+    runs = [{mode: [] for mode in config.modes} for _ in jobs]
+    for k in range(config.warmup + config.repeats):
+        for j, (program, timed, _) in enumerate(jobs):
+            for mode in config.modes:
+                comm.barrier()  # both parties start the clock together
+                meter = _Meter(comm)
+                start = time.perf_counter()
+                _secure_forward(crypten, program, params[j][mode], timed, rank, meter)
+                if k >= config.warmup:
+                    runs[j][mode].append({"seconds": time.perf_counter() - start, "rows": meter.rows})
+    reports = []
+    for j, (program, _, checked) in enumerate(jobs):
+        report = {}
+        for mode in config.modes:
+            logits = [_secure_forward(crypten, program, params[j][mode], x, rank, None) for x in checked]
+            report[mode] = {"runs": runs[j][mode],
+                            "logits": torch.cat(logits) if rank == CLIENT and logits else None}
+        reports.append(report)
+    return reports
 
 
 def _layer_rows(program: PrivateProgram, party_runs: list[list[dict]]) -> list[dict]:
@@ -961,10 +978,13 @@ def load_run(run_dir) -> FinishedRun:
     add_gates(model, granularity=s.granularity, variant=s.variant, exclude=tuple(s.exclude),
               example_input=example)
     model.load_state_dict(state["model"])
+    if cfg.threads > 0:  # as the trainer did (tiny models time best on one thread)
+        torch.set_num_threads(cfg.threads)
     return FinishedRun(model.eval(), cfg, data, example)
 
 
-def _test_samples(data, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def first_test_samples(data, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` (at least 1) test samples and labels of a DataBundle, in order."""
     from .trainer import batches
 
     x, y = next(iter(batches(data.test, max(count, 1), shuffle=False)))
@@ -988,7 +1008,7 @@ def measure_run(run_dir, config: PrivateConfig | None = None) -> dict:
     config = config or PrivateConfig()
     run = load_run(run_dir)
     program = convert(run.model, run.example_input)
-    x, y = _test_samples(run.data, max(config.samples, config.batch_size))
+    x, y = first_test_samples(run.data, max(config.samples, config.batch_size))
     reference = eval_forward(run.model, x[:config.samples]) if config.samples else None
     doc = measure(program, x, y, config, reference)
     doc["run"] = {"dir": str(run_dir), "model": run.config.model, "dataset": run.config.dataset,
@@ -1132,7 +1152,6 @@ def main(argv=None) -> int:
     import json
     import sys
 
-    from .checkpoint import CheckpointError
     from .crypten_compat import INSTALL_HINT, CryptenMissing, crypten_available
 
     try:
@@ -1147,7 +1166,7 @@ def main(argv=None) -> int:
         return 2
     try:
         doc = measure_run(args.run_dir, config_from_args(args))
-    except (CryptenMissing, RunError, CheckpointError, UnsupportedOpError, ValueError) as error:
+    except (CryptenMissing, ValueError) as error:  # RunError, CheckpointError, DataError, UnsupportedOpError
         print(f"error: {error}", file=sys.stderr)
         return 2
     except PartyError as error:
@@ -1183,7 +1202,7 @@ def measure_after_training(run_dir, log: Callable[[str], None] = print,
                            config: PrivateConfig | None = None) -> int:
     """``python -m snl_train ... --private``: measure the finished run, add it to result.json.
 
-    Returns the exit code: 0, 1 (a party failed) or 2 (the model cannot be measured).
+    Returns the exit code: 0, 1 (a party failed), 2 (the model cannot be measured) or 130.
     """
     import sys
 
@@ -1191,16 +1210,21 @@ def measure_after_training(run_dir, log: Callable[[str], None] = print,
 
     try:
         doc = measure_run(run_dir, config)
-    except (CryptenMissing, RunError, UnsupportedOpError, ValueError) as error:
+    except (CryptenMissing, ValueError) as error:  # RunError, DataError, UnsupportedOpError
         print(f"error: {error}", file=sys.stderr)
         return 2
     except PartyError as error:
         print(f"error: private inference failed: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"interrupted; the run is finished, measure it with python -m snl_train.private "
+              f"{run_dir}", file=sys.stderr)
+        return 130
     attach_to_result(run_dir, doc)
     for mode, r in doc["modes"].items():
         log(f"private inference ({mode} weights, batch {doc['batch_size']}; online phase, "
             f"trusted dealer): {r['seconds_median']:.4f} s median, {r['bytes']:,} bytes and "
-            f"{r['rounds']} rounds per party, secure accuracy {r['accuracy']:.4f}")
+            f"{r['rounds']} rounds per party, secure accuracy "
+            + ("n/a" if r["accuracy"] is None else f"{r['accuracy']:.4f}"))
     log(f"wrote {run_dir}/private.json; added 'private' to result.json")
     return 0
