@@ -266,7 +266,7 @@ def _secure_outputs(rank, items):
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def secure_runs():
     built = {label: case(label) for label in CASES}
     items = [(label, convert(model, x), x) for label, (model, x) in built.items()]
@@ -274,8 +274,15 @@ def secure_runs():
 
 
 @needs_crypten
-def test_secure_output_equals_plaintext_within_fixed_point_tolerance(secure_runs):
-    models, items, results = secure_runs
+def test_secure_runs(secure_runs):
+    """One two-party run of every case, checked three ways (the parties start only once)."""
+    check_secure_output_equals_plaintext(*secure_runs)
+    check_traffic_is_464_bytes_per_kept_relu_plus_the_linear_share(*secure_runs)
+    check_an_empty_layer_costs_no_round(*secure_runs)
+
+
+def check_secure_output_equals_plaintext(models, items, results):
+    """Within fixed-point tolerance, and the same argmax wherever plaintext has a clear one."""
     for label, program, x in items:
         model, _ = models[label]
         with torch.no_grad():
@@ -289,10 +296,8 @@ def test_secure_output_equals_plaintext_within_fixed_point_tolerance(secure_runs
             assert clear.any() and torch.equal(secure.argmax(1)[clear], plain.argmax(1)[clear])
 
 
-@needs_crypten
-def test_traffic_is_464_bytes_per_kept_relu_plus_the_linear_share(secure_runs):
+def check_traffic_is_464_bytes_per_kept_relu_plus_the_linear_share(models, items, results):
     """Per layer and in total; a converter evaluating every ReLU fails this."""
-    _, items, results = secure_runs
     for label, program, x in items:
         batch = len(x)
         linear = [layer for layer in program.layers if layer.kind == "linear"]
@@ -316,9 +321,7 @@ def test_traffic_is_464_bytes_per_kept_relu_plus_the_linear_share(secure_runs):
             assert (predicted["bytes"], predicted["rounds"]) == (total, sum(r for r, _ in rows.values()))
 
 
-@needs_crypten
-def test_an_empty_layer_costs_no_round(secure_runs):
-    _, items, results = secure_runs
+def check_an_empty_layer_costs_no_round(models, items, results):
     label, program, _ = items[0]
     empty = [layer for layer in program.layers if layer.kind == "relu" and layer.kept == 0]
     assert [layer.name for layer in empty] == ["features.4"]
@@ -367,28 +370,23 @@ def test_parties_return_their_values_by_rank():
 
 # ----------------------------------------------------------------------------- commands
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A tiny finished digits run measured by ``python -m snl_train ... --private``."""
-    from snl_train.__main__ import main as train
-
-    out = tmp_path_factory.mktemp("run")
-    code = train(["--widths", "16,8", "--budget", "10", "--pretrain-epochs", "2", "--search-epochs",
-                  "2", "--finetune-epochs", "1", "--out", str(out), "--quiet", "--private"])
-    return code, out
-
-
 @needs_crypten
-def test_train_with_private_adds_the_measurement_to_result_json(trained_run):
-    code, out = trained_run
-    assert code == 0
+def test_train_with_private_then_measure_again_with_the_command(tmp_path, capsys):
+    """``python -m snl_train ... --private`` adds the measurement to result.json; then
+    ``python -m snl_train.private`` measures the finished run again (one training for both)."""
+    from snl_train.__main__ import main as train
+    from snl_train.private import main
+
+    out = tmp_path / "run"
+    assert train(["--widths", "16,8", "--budget", "10", "--pretrain-epochs", "1", "--search-epochs",
+                  "1", "--finetune-epochs", "1", "--out", str(out), "--quiet", "--private"]) == 0
     result = json.loads((out / "result.json").read_text())
     doc = json.loads((out / "private.json").read_text())
     assert doc["relu_kept"] == result["relu_count"] == result["private"]["relu_kept"]
+    kept = {layer["name"]: layer["kept"] for layer in result["per_layer"]}
     for mode in ("secret", "public"):
         summary, full = result["private"]["modes"][mode], doc["modes"][mode]
         assert summary["bytes"] == full["bytes"] == sum(row["bytes"] for row in full["layers"])
-        kept = {layer["name"]: layer["kept"] for layer in result["per_layer"]}
         for row in full["layers"]:
             if row["kind"] == "relu":
                 assert row["kept"] == kept[row["name"]]
@@ -396,16 +394,10 @@ def test_train_with_private_adds_the_measurement_to_result_json(trained_run):
         assert full["seconds_best"] <= full["seconds_median"]
         assert full["agreement"] >= 0.97 and full["samples"] == 100
     assert "online phase" in doc["engine"] and "trusted-dealer" in doc["engine"]
+    capsys.readouterr()
 
-
-@needs_crypten
-def test_private_command_prints_json_and_rewrites_private_json(trained_run, capsys):
-    from snl_train.private import main
-
-    _, out = trained_run
-    code = main([str(out), "--repeats", "2", "--warmup", "0", "--samples", "8", "--weights",
-                 "public", "--batch-size", "3", "--json"])
-    assert code == 0
+    assert main([str(out), "--repeats", "2", "--warmup", "0", "--samples", "8", "--weights",
+                 "public", "--batch-size", "3", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((out / "private.json").read_text())
     assert list(printed["modes"]) == ["public"] and printed["batch_size"] == 3
@@ -495,11 +487,11 @@ def test_private_figure_draws_the_measured_values():
 
     fig = plots.plot_private(PRIVATE_DOC)
     latency, traffic, rounds, layers = fig.axes
-    secret = [l for l in latency.get_lines() if l.get_label() == "digits MLP 64-256-64-10, secret weights"][0]
+    secret = [l for l in latency.get_lines() if l.get_label() == "MLP, secret weights"][0]
     assert list(secret.get_xdata()) == [10, 40] and list(secret.get_ydata()) == [0.2, 0.3]
-    delphi = [l for l in latency.get_lines() if l.get_label() == "digits MLP 64-256-64-10, DELPHI estimate"][0]
+    delphi = [l for l in latency.get_lines() if l.get_label() == "MLP, DELPHI estimate"][0]
     assert list(delphi.get_ydata()) == pytest.approx([0.00121, 0.00184])
-    conv = [l for l in rounds.get_lines() if l.get_label() == "digits ConvNet (width 16), public"][0]
+    conv = [l for l in rounds.get_lines() if l.get_label() == "ConvNet, public"][0]
     assert list(conv.get_ydata()) == [28]
     relu_only = [l for l in traffic.get_lines() if l.get_label().startswith("464 bytes")][0]
     assert list(relu_only.get_ydata()) == [464 * 10, 464 * 40, 464 * 160]
