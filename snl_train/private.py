@@ -142,7 +142,12 @@ def register_gate(module_type: type, spec: Callable[[nn.Module, tuple[int, ...]]
     GATE_TYPES[module_type] = spec
 
 
-def _gate_type(module: nn.Module):
+def _gate_type(module: nn.Module) -> type | None:
+    """The registered type ``module`` is handled as (None: not a gate or ReLU).
+
+    A subclass of a registered gate counts as that gate, but a subclass of ``nn.ReLU`` does
+    not: it may compute something else, and then it should be refused, not run as a ReLU.
+    """
     return next((t for t in GATE_TYPES if type(module) is t), None) or next(
         (t for t in GATE_TYPES if isinstance(module, t) and t is not nn.ReLU), None)
 
