@@ -11,7 +11,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, from the pinned CPU build, so nothing pulls a CUDA wheel
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,private]'
+	# CrypTen for measured private inference: its declared dependencies are broken (the
+	# deprecated sklearn package, a torchvision that pulls another torch), so the [private]
+	# extra above installs what it needs and CrypTen itself comes without dependencies
+	$(PY) -m pip install -q --no-deps crypten==0.4.1
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -33,6 +37,7 @@ bench: setup
 	$(PY) benchmarks/pieces.py
 	$(PY) benchmarks/gates.py
 	$(PY) benchmarks/distributed.py
+	$(PY) benchmarks/private.py --runs runs/private
 
 # Mutation testing of the six core modules (config: [tool.mutmut] in pyproject.toml;
 # results and the equivalent survivors: docs/mutation.md). MUTANTS narrows the run, e.g.

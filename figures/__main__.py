@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         PROG, failure="a figure could not be written",
         description="Draw every figure (PNG and PDF) from the results files written by "
-                    "python -m snl_train.experiments; files that are missing are skipped.",
+                    "python -m snl_train.experiments (private.json: benchmarks/private.py); "
+                    "files that are missing are skipped.",
         epilog="example: python -m figures --data figures/data --out figures --formats png")
     parser.add_argument("--data", default="figures/data",
                         help="directory of <experiment>.json results files (default figures/data)")

@@ -351,6 +351,80 @@ def _allocation_panel(ax, runs: list, widths: tuple) -> None:
     ax.grid(alpha=0.3)
 
 
+# ----------------------------------------------------------------------------- private inference
+
+PRIVATE_MODELS = {"mlp": ("MLP", "o", "#1f77b4"), "convnet": ("ConvNet", "s", "#ff7f0e")}
+
+
+def _private_series(rows, model: str, mode: str, key):
+    mine = sorted((r for r in rows if r["model"] == model and r["mode"] == mode), key=lambda r: r["kept"])
+    return [r["kept"] for r in mine], [key(r) for r in mine]
+
+
+def plot_private(doc: dict):
+    """Measured two-party online latency, bytes and rounds of SNL-trained networks against
+    their kept ReLUs, next to the cost model and the DELPHI estimate; and, on random masks,
+    how latency follows the number of ReLU layers that keep anything."""
+    _style()
+    rows = doc["networks"]
+    fig, axes = plt.subplots(2, 2, figsize=(9, 7))
+    (ax_t, ax_b), (ax_r, ax_l) = axes
+    for model, (label, marker, color) in PRIVATE_MODELS.items():
+        if not any(r["model"] == model for r in rows):
+            continue
+        for mode, fill in (("secret", color), ("public", "none")):
+            xs, ys = _private_series(rows, model, mode, lambda r: r["seconds"])  # median of repeats
+            ax_t.plot(xs, ys, marker, mfc=fill, color=color, ls="-", lw=0.8, label=f"{label}, {mode} weights")
+            xs, pred = _private_series(rows, model, mode, lambda r: r["predicted"]["localhost"]["seconds"])
+            ax_t.plot(xs, pred, "x", color=color, ms=5)
+            xs, ys = _private_series(rows, model, mode, lambda r: r["bytes"])
+            ax_b.plot(xs, ys, marker, mfc=fill, color=color, ls="-", lw=0.8, label=f"{label}, {mode}")
+            xs, ys = _private_series(rows, model, mode, lambda r: r["rounds"])
+            ax_r.plot(xs, ys, marker, mfc=fill, color=color, ls="-", lw=0.8, label=f"{label}, {mode}")
+        xs, ys = _private_series(rows, model, "secret", lambda r: r["delphi_seconds"])
+        ax_t.plot(xs, ys, ":", color=color, lw=1.5, label=f"{label}, DELPHI estimate")
+    kept = sorted({r["kept"] for r in rows})
+    ax_b.plot(kept, [464 * k for k in kept], "k--", lw=1, label="464 bytes x kept ReLUs")
+    ax_t.plot([], [], "kx", label="cost model (localhost)")
+    for ax, ylabel in ((ax_t, "online latency, batch 1 (s, median)"),
+                       (ax_b, "bytes per party (log scale)"), (ax_r, "communication rounds")):
+        ax.set_xscale("log")
+        ax.set_xlabel("kept ReLUs per image (log scale)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+    ax_b.set_yscale("log")
+    top = max(max(r["seconds"], r["predicted"]["localhost"]["seconds"]) for r in rows)
+    ax_t.set_ylim(0, 1.9 * top)  # room for the legend above the data
+    ax_t.legend(fontsize=6.5, loc="upper left", ncol=2, columnspacing=0.8)
+    ax_b.legend(fontsize=6.5, loc="lower right")
+    ax_t.set_title("latency of SNL-trained networks")
+    ax_b.set_title("traffic: linear layers dominate with secret weights")
+    ax_r.set_title("rounds: 9 per ReLU layer keeping any ReLU")
+    _plot_layer_term(ax_l, doc.get("fit", []))
+    fig.suptitle(f"Measured private inference ({doc['conditions']['engine']})\nMLP: digits 64-256-64-10; "
+                 "ConvNet: digits, width 16; SNL-trained, pixel-wise; bytes and rounds per party", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_layer_term(ax, fit_rows) -> None:
+    """Random-mask digits MLPs, batch 1, public weights: latency against kept ReLUs, coloured
+    by the number of ReLU layers keeping any."""
+    mine = [r for r in fit_rows if r["label"].startswith("mlp") and r["batch"] == 1 and r["mode"] == "public"]
+    colors = {0: "#7f7f7f", 1: "#2ca02c", 2: "#d62728"}
+    for layers in sorted({r["relu_layers"] for r in mine}):
+        pts = sorted((r["kept"], r["seconds"]) for r in mine if r["relu_layers"] == layers)
+        ax.plot([max(k, 0.5) for k, _ in pts], [s for _, s in pts], "o", color=colors.get(layers, "k"),
+                label=f"{layers} ReLU layer{'s' if layers != 1 else ''} keeping any")
+    ax.set_xscale("log")
+    ax.set_xlabel("kept ReLUs (log scale; 0 drawn at 0.5)")
+    ax.set_ylabel("online latency, batch 1 (s, median)")
+    ax.set_title("random masks, MLP, public weights:\ntime follows non-empty layers, not ReLUs")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+
+
 # ----------------------------------------------------------------------------- all
 
 FIGURES = (("retention", "retention", plot_retention),
@@ -359,7 +433,8 @@ FIGURES = (("retention", "retention", plot_retention),
            ("capacity", "capacity", plot_capacity),
            ("distribution", "distribution", plot_distribution),
            ("pareto", "pareto", plot_pareto),
-           ("allocation", "allocation", plot_allocation))
+           ("allocation", "allocation", plot_allocation),
+           ("private", "private", plot_private))
 
 
 def render_all(data_dir="figures/data", out_dir="figures", formats=("png", "pdf"),
@@ -397,5 +472,7 @@ def _plot(plot, doc: dict, source: Path):
     try:
         return plot(doc)
     except (ArithmeticError, AttributeError, ValueError, KeyError, TypeError, IndexError) as exc:
-        raise ResultsError(f"{source} is not a results file of python -m snl_train.experiments "
-                           f"{source.stem} ({type(exc).__name__}: {exc})") from exc
+        maker = ("benchmarks/private.py" if source.stem == "private"
+                 else f"python -m snl_train.experiments {source.stem}")
+        raise ResultsError(f"{source} is not a results file of {maker} "
+                           f"({type(exc).__name__}: {exc})") from exc

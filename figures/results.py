@@ -16,8 +16,12 @@ from pathlib import Path
 
 from capacity.cli import UsageError, read_json
 
-#: Results files read: one per experiment (retention_recipes: the recipe / lambda retention rows).
-EXPERIMENTS = ("retention", "retention_recipes", "capacity", "distribution", "pareto", "allocation")
+#: Results files read: one per experiment (retention_recipes: the recipe / lambda retention rows;
+#: private: the measurements of benchmarks/private.py).
+EXPERIMENTS = ("retention", "retention_recipes", "capacity", "distribution", "pareto", "allocation",
+               "private")
+#: The list every results file holds: its runs (private.json: the measured networks).
+RUNS_KEY = {"private": "networks"}
 #: Largest results file read (the committed ones are well under 1 MB).
 MAX_RESULTS_BYTES = 64 << 20
 
@@ -42,8 +46,11 @@ def read_results(data_dir: str | os.PathLike) -> dict[str, dict]:
             doc = read_json(source, "results file", max_bytes=MAX_RESULTS_BYTES, allow_nan=True)
         except UsageError as exc:
             raise ResultsError(str(exc)) from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list):
-            raise ResultsError(f"{source} is not a results file of python -m snl_train.experiments "
-                               f"{experiment} (expected an object with a list of runs)")
+        key = RUNS_KEY.get(experiment, "runs")
+        if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
+            maker = ("benchmarks/private.py" if experiment == "private"
+                     else f"python -m snl_train.experiments {experiment}")
+            raise ResultsError(f"{source} is not a results file of {maker} (expected an object "
+                               f"with a list of {key})")
         docs[experiment] = doc
     return docs

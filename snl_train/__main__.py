@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=_cpu_count, help="torch CPU threads (0: torch default)")
     r.add_argument("--workers", type=_cpu_count, default=0, help="DataLoader workers (0)")
     r.add_argument("--quiet", action="store_true", help="no progress bars, no log lines")
+    r.add_argument("--private", action="store_true",
+                   help="at the end, run the network under two-party MPC (CrypTen) and add the "
+                        "measured time, bytes and rounds to result.json (python -m snl_train.private)")
     return p
 
 
@@ -233,8 +236,12 @@ def _run(args) -> int:
         resolve_device(cfg.device)
         data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, **_synthetic(cfg))
         check_size(cfg.model, cfg.widths, data.in_shape, data.num_classes, cfg.pretrain.batch_size)
-        check_model(build_checked(factory, cfg.model), data, cfg.model)
+        probe = build_checked(factory, cfg.model)
+        check_model(probe, data, cfg.model)
         env_ranks()  # a malformed torchrun environment is bad input too
+        if args.private:  # say now, not after training, that it cannot be measured
+            from .private import preflight
+            preflight(probe, data.train[0][0].unsqueeze(0))
     except (ValueError, TypeError, ImportError) as exc:  # DataError is a ValueError
         return bad(str(exc))
     if _is_rank0():
@@ -278,6 +285,9 @@ def _run(args) -> int:
         out(f"retained per layer: {kept} {result['learned_retained']}, paper optimum "
             f"{pred['paper'].get('retained')}, sharp optimum {pred['sharp'].get('retained')}")
     out(f"wrote {args.out}/result.json and {args.out}/metrics.jsonl")
+    if args.private and _is_rank0():
+        from .private import measure_after_training
+        return measure_after_training(args.out, out)
     return 0
 
 

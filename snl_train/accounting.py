@@ -213,3 +213,222 @@ def online_latency(model: nn.Module, example_input: Any, relu_count: int | None 
     return {"plaintext_seconds": plaintext, "relu_count": int(relu_count),
             "relu_seconds": relu_seconds, "total_seconds": plaintext + relu_seconds,
             "seconds_per_1000_relus": seconds_per_1000_relus, "batch_size": batch}
+
+
+# ----------------------------------------------------------------------------- measured MPC cost
+# The cost model of measured private inference (snl_train.private): latency = local compute
+# + rounds x RTT + bytes / bandwidth, with rounds and bytes from a measured profile. All figures
+# are per party and per batch, and are the online phase only (CrypTen's default provider is a
+# trusted dealer, so correlated randomness costs no communication).
+
+import json  # noqa: E402
+from dataclasses import field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+__all__ += ["PrivateLayer", "NetworkPreset", "NETWORK_PRESETS", "ModeCosts", "CostProfile",
+            "load_cost_profile", "network_preset", "relu_layer_cost", "private_cost",
+            "DEFAULT_PROFILE", "PROFILE_DIR"]
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+DEFAULT_PROFILE = "crypten-2pc"
+
+
+@dataclass(frozen=True)
+class PrivateLayer:
+    """One costly layer of a network as the MPC cost model sees it (counts per input sample).
+
+    ``kind`` is ``"relu"`` (a gate or ReLU site: ``total`` ReLUs, ``kept`` of them non-linear),
+    ``"linear"`` (Linear, Conv2d or an unfolded BatchNorm: ``inputs`` input elements,
+    ``weights`` weight elements, ``macs`` multiply-accumulates) or ``"maxpool"`` (not modelled).
+    """
+
+    name: str
+    kind: str
+    total: int = 0
+    kept: int = 0
+    inputs: int = 0
+    weights: int = 0
+    macs: int = 0
+
+
+@dataclass(frozen=True)
+class NetworkPreset:
+    """A network between the two parties: one round costs ``rtt`` seconds, one byte
+    ``1 / bandwidth`` seconds (bandwidth in bytes per second, CrypTen's per-party byte count)."""
+
+    name: str
+    rtt: float
+    bandwidth: float
+    description: str
+
+
+# Stated assumptions, not measurements (the localhost preset comes from the profile).
+NETWORK_PRESETS = {
+    "lan": NetworkPreset("lan", 0.3e-3, 1e9 / 8, "LAN: 0.3 ms round trip, 1 Gbit/s"),
+    "wan": NetworkPreset("wan", 80e-3, 100e6 / 8, "WAN: 80 ms round trip, 100 Mbit/s"),
+}
+
+
+@dataclass(frozen=True)
+class ModeCosts:
+    """Costs of one weights mode (``secret``: shared by the server; ``public``: known to both).
+
+    Bytes and rounds are exact engine constants; seconds are local compute fitted on localhost
+    (``benchmarks/private.py``) after subtracting the loopback's rounds x RTT + bytes / bandwidth.
+    """
+
+    linear_bytes_per_input: int  # per input element of a linear layer, per sample
+    linear_bytes_per_weight: int  # per weight element of a linear layer, per batch
+    linear_rounds: int  # per linear layer
+    seconds_per_inference: float
+    seconds_per_relu_layer: float  # a ReLU layer keeping >= 1 ReLU
+    seconds_per_relu: float  # per kept ReLU per sample
+    seconds_per_linear_layer: float
+    seconds_per_mac: float  # per multiply-accumulate per sample
+
+
+@dataclass(frozen=True)
+class CostProfile:
+    """A measured cost profile of an MPC engine (see :func:`load_cost_profile`)."""
+
+    name: str
+    engine: str
+    bytes_per_relu: int  # per kept ReLU per sample
+    rounds_per_relu_layer: int  # a layer keeping >= 1 ReLU; 0 kept costs no round
+    output_bytes_per_element: int  # revealing the logits to the client
+    output_rounds: int
+    loopback: NetworkPreset  # the network the seconds were measured on
+    modes: dict = field(default_factory=dict)  # "secret" / "public" -> ModeCosts
+    info: dict = field(default_factory=dict)  # how and where it was measured
+
+
+def load_cost_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> CostProfile:
+    """Load a cost profile: a name in ``snl_train/profiles/`` or the path of a JSON file.
+
+    Raises:
+        ValueError: unknown name, unreadable file, or a document that is not a cost profile.
+
+    Example:
+        >>> load_cost_profile().bytes_per_relu
+        464
+    """
+    path = Path(name_or_path)
+    if not path.suffix == ".json" and not path.is_file():
+        path = PROFILE_DIR / f"{name_or_path}.json"
+    try:
+        doc = json.loads(path.read_text())
+        loop = doc["loopback"]
+        modes = {mode: ModeCosts(**costs) for mode, costs in doc["modes"].items()}
+        return CostProfile(doc["name"], doc["engine"], int(doc["bytes_per_relu"]),
+                           int(doc["rounds_per_relu_layer"]), int(doc["output_bytes_per_element"]),
+                           int(doc["output_rounds"]),
+                           NetworkPreset("localhost", float(loop["rtt"]), float(loop["bandwidth"]),
+                                         loop.get("description", "this machine's loopback")),
+                           modes, doc.get("info", {}))
+    except OSError as error:
+        known = sorted(p.stem for p in PROFILE_DIR.glob("*.json"))
+        raise ValueError(f"no cost profile {str(name_or_path)!r} ({error.strerror}); "
+                         f"known names: {', '.join(known)}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path} is not a cost profile ({type(error).__name__}: {error})") from None
+
+
+def network_preset(network: str | NetworkPreset, profile: CostProfile) -> NetworkPreset:
+    """``"localhost"`` (the profile's measured loopback), ``"lan"``, ``"wan"`` or a preset itself."""
+    if isinstance(network, NetworkPreset):
+        return network
+    if network == "localhost":
+        return profile.loopback
+    if network not in NETWORK_PRESETS:
+        raise ValueError(f"unknown network {network!r}; expected localhost, "
+                         f"{', '.join(NETWORK_PRESETS)} or a NetworkPreset")
+    return NETWORK_PRESETS[network]
+
+
+def _mode_costs(profile: CostProfile, weights: str) -> ModeCosts:
+    if weights not in profile.modes:
+        raise ValueError(f"weights must be one of {sorted(profile.modes)}, got {weights!r}")
+    return profile.modes[weights]
+
+
+def relu_layer_cost(kept: int, profile: CostProfile, network: str | NetworkPreset = "localhost",
+                    batch_size: int = 1, weights: str = "secret") -> dict[str, float]:
+    """Bytes, rounds and seconds of one ReLU layer keeping ``kept`` ReLUs per sample.
+
+    A layer with nothing kept costs nothing; one kept ReLU already costs the layer's rounds,
+    which is where the ReLU count is a poor proxy for latency at small batches.
+
+    Example:
+        >>> cost = relu_layer_cost(20, load_cost_profile(), "wan")
+        >>> cost["bytes"], cost["rounds"]
+        (9280, 9)
+    """
+    if kept < 0 or batch_size < 1:
+        raise ValueError(f"need kept >= 0 and batch_size >= 1, got {kept} and {batch_size}")
+    if kept == 0:
+        return {"bytes": 0, "rounds": 0, "compute_seconds": 0.0, "seconds": 0.0}
+    net, mode = network_preset(network, profile), _mode_costs(profile, weights)
+    nbytes, rounds = profile.bytes_per_relu * kept * batch_size, profile.rounds_per_relu_layer
+    compute = mode.seconds_per_relu_layer + mode.seconds_per_relu * kept * batch_size
+    return {"bytes": nbytes, "rounds": rounds, "compute_seconds": compute,
+            "seconds": compute + rounds * net.rtt + nbytes / net.bandwidth}
+
+
+def _linear_layer_cost(layer: PrivateLayer, mode: ModeCosts, net: NetworkPreset, batch: int) -> dict:
+    nbytes = mode.linear_bytes_per_input * layer.inputs * batch + mode.linear_bytes_per_weight * layer.weights
+    compute = mode.seconds_per_linear_layer + mode.seconds_per_mac * layer.macs * batch
+    return {"bytes": nbytes, "rounds": mode.linear_rounds, "compute_seconds": compute,
+            "seconds": compute + mode.linear_rounds * net.rtt + nbytes / net.bandwidth}
+
+
+def private_cost(layers, outputs: int, profile: CostProfile | None = None,
+                 network: str | NetworkPreset = "localhost", batch_size: int = 1,
+                 weights: str = "secret") -> dict:
+    """Predicted online cost of one private inference of a batch (per party).
+
+    ``latency = local compute + rounds x RTT + bytes / bandwidth``.
+
+    Args:
+        layers: :class:`PrivateLayer` s (e.g. ``snl_train.private.convert(model, x).layers``).
+        outputs: output elements per sample (the logits revealed to the client).
+        profile: a :class:`CostProfile` (default: :func:`load_cost_profile`).
+        network: ``"localhost"``, ``"lan"``, ``"wan"`` or a :class:`NetworkPreset`.
+        batch_size: samples per inference. weights: ``"secret"`` or ``"public"``.
+
+    Returns:
+        ``{"bytes", "rounds", "relu_bytes", "linear_bytes", "output_bytes", "compute_seconds",
+        "seconds", "network", "weights", "batch_size"}``.
+
+    Raises:
+        ValueError: a layer kind the profile does not model (e.g. ``"maxpool"``), an unknown
+            network or weights mode, or ``batch_size < 1``.
+
+    Example:
+        >>> layers = [PrivateLayer("fc1", "linear", inputs=64, weights=64 * 256, macs=64 * 256),
+        ...           PrivateLayer("relu1", "relu", total=256, kept=10)]
+        >>> private_cost(layers, 10, weights="public")["bytes"]
+        4720
+    """
+    profile = profile or load_cost_profile()
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    net, mode = network_preset(network, profile), _mode_costs(profile, weights)
+    parts = {"relu": [], "linear": []}
+    for layer in layers:
+        if layer.kind == "relu":
+            parts["relu"].append(relu_layer_cost(layer.kept, profile, net, batch_size, weights))
+        elif layer.kind == "linear":
+            parts["linear"].append(_linear_layer_cost(layer, mode, net, batch_size))
+        else:
+            raise ValueError(f"the cost profile does not model {layer.kind!r} layers ({layer.name})")
+    out_bytes = profile.output_bytes_per_element * outputs * batch_size
+    out_seconds = profile.output_rounds * net.rtt + out_bytes / net.bandwidth
+    every = parts["relu"] + parts["linear"]
+    compute = mode.seconds_per_inference + sum(p["compute_seconds"] for p in every)
+    return {"bytes": sum(p["bytes"] for p in every) + out_bytes,
+            "rounds": sum(p["rounds"] for p in every) + profile.output_rounds,
+            "relu_bytes": sum(p["bytes"] for p in parts["relu"]),
+            "linear_bytes": sum(p["bytes"] for p in parts["linear"]), "output_bytes": out_bytes,
+            "compute_seconds": compute,
+            "seconds": mode.seconds_per_inference + sum(p["seconds"] for p in every) + out_seconds,
+            "network": net.name, "weights": weights, "batch_size": batch_size}
