@@ -308,8 +308,11 @@ def _trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
     try:
         graph = _Tracer().trace(root)
     except Exception as error:  # fx raises many kinds of errors for untraceable code
-        raise UnsupportedOpError(f"torch.fx cannot trace {type(model).__name__} "
-                                 f"({type(error).__name__}: {error})") from None
+        from capacity.cli import first_line
+
+        raise UnsupportedOpError(f"private inference needs a model torch.fx can trace; it cannot "
+                                 f"trace {type(model).__name__} ({type(error).__name__}: "
+                                 f"{first_line(error)})") from None
     gm = fx.GraphModule(root, graph)
     modes = [(m, m.training) for m in model.modules()]
     model.eval()  # BatchNorm uses its running statistics, as the converted program does

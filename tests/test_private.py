@@ -185,6 +185,18 @@ def test_unsupported_ops_are_named(model, x, named):
     assert named in str(info.value)
 
 
+class DataDependent(nn.Module):
+    def forward(self, x):
+        return x.relu() if x.sum() > 0 else x
+
+
+def test_an_untraceable_model_is_refused_in_one_line():
+    """Control flow on values: fx cannot trace it; the message is one line naming the model."""
+    with pytest.raises(UnsupportedOpError, match="needs a model torch.fx can trace.*DataDependent") as info:
+        convert(DataDependent(), torch.zeros(1, 4))
+    assert "\n" not in str(info.value)
+
+
 def test_unbinarized_gates_are_refused():
     model = add_gates(MLP(4, [3], 2), example_input=torch.zeros(1, 4))
     gate_sites(model)[0][1].c.data.fill_(0.5)
