@@ -119,8 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     r.add_argument("--threads", type=_nonneg_int, help="torch CPU threads (0: torch default)")
-    r.add_argument("--workers", type=_nonneg_int, default=0, help="DataLoader workers (0)")
+    r.add_argument("--workers", type=_nonneg_int, default=0, help="DataLoader workers for host data (0)")
     r.add_argument("--quiet", action="store_true", help="no progress bars, no log lines")
+    f = p.add_argument_group("speed")
+    f.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
+                   help="mixed precision: bf16 (CPU or GPU) or fp16 (GPU, loss scaling); gates "
+                        "and the L1 term stay fp32 (default off)")
+    f.add_argument("--compile", action="store_true",
+                   help="torch.compile the model for training steps (needs a C++ compiler on "
+                        "CPU, Triton on GPU)")
+    f.add_argument("--channels-last", action="store_true",
+                   help="NHWC memory layout for convolutional models")
+    f.add_argument("--host-data", action="store_true",
+                   help="serve batches from the host Dataset instead of keeping in-memory "
+                        "datasets on the device")
     return p
 
 
@@ -131,7 +143,8 @@ def config_from_args(args):
     cfg = RunConfig(model=args.model, widths=args.widths, dataset=args.dataset,
                     data_dir=args.data_dir, budget=args.budget,
                     budget_fraction=args.budget_fraction, seed=args.seed, device=args.device,
-                    num_workers=args.workers)
+                    num_workers=args.workers, amp=args.amp, compile=args.compile,
+                    channels_last=args.channels_last, device_data=not args.host_data)
     if args.dataset in SMALL_DATASETS:
         digits_defaults(cfg)
     elif args.dataset == "tiny-imagenet":
@@ -177,6 +190,7 @@ def _run(args) -> int:
     from .data import DataError, load_dataset
     from .distributed import env_ranks, setup, teardown
     from .models import build_model
+    from .speed import check_options
     from .trainer import BudgetError, NonFiniteLoss, Trainer, resolve_device
 
     def bad(message: str) -> int:
@@ -185,7 +199,7 @@ def _run(args) -> int:
 
     try:
         cfg = config_from_args(args)
-        resolve_device(cfg.device)
+        check_options(cfg.amp, cfg.compile, resolve_device(cfg.device))
         data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
         build_model(cfg.model, data.num_classes, data.in_shape, cfg.widths)  # validates the name
         env_ranks()  # a malformed torchrun environment is bad input too

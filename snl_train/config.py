@@ -68,6 +68,10 @@ class RunConfig:
     num_workers: int = 0  # DataLoader workers (0 keeps runs bit-reproducible)
     threads: int = 0  # torch CPU threads; 0 leaves torch's default (1 is fastest for tiny models)
     latency_per_1000: float = 0.021  # DELPHI seconds per 1000 ReLUs (Section 4)
+    amp: str = "off"  # autocast: "off" (fp32), "bf16", "fp16" (CUDA; with a gradient scaler)
+    compile: bool = False  # torch.compile (inductor) the model for training steps
+    channels_last: bool = False  # NHWC layout for 4-D weights and input batches (conv nets)
+    device_data: bool = True  # in-memory datasets as tensors on the device, augmented in batches
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

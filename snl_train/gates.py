@@ -189,7 +189,9 @@ class ReLUGate(nn.Module):
         c = self.c
         if self.variant == "zero":
             return torch.relu(z) * c
-        if not c.requires_grad and bool((c <= 1).all()):
+        # The c <= 1 test reads tensor data, which would split a torch.compile graph at every
+        # gate; compiled, the general function is used (the compiler chooses what to save).
+        if not c.requires_grad and not torch.compiler.is_compiling() and bool((c <= 1).all()):
             return _FrozenLinearizeFunction.apply(z, c)
         return _LinearizeFunction.apply(z, c)
 

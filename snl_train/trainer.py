@@ -48,7 +48,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from .accounting import online_latency, relu_counts
 from .checkpoint import FORMAT, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RunConfig
+from .data import DeviceData, on_device
 from .gates import add_gates, freeze_gates, gate_parameters, gate_sites, is_gated, weight_parameters
+from .speed import CompiledForBatch, Precision, check_options, place_input, place_model
 
 STAGES = ("pretrain", "search", "finetune", "done")
 
@@ -156,6 +158,8 @@ def binarize_within_budget(model: nn.Module, budget: int, epsilon: float, exampl
 
 def batches(dataset, batch_size: int, shuffle: bool, generator=None, num_workers: int = 0):
     """Mini-batches; in-memory TensorDatasets are sliced directly (no per-item collation)."""
+    if isinstance(dataset, DeviceData):
+        return dataset.batches(batch_size, shuffle, generator)
     if isinstance(dataset, TensorDataset) and num_workers == 0:
         n = len(dataset)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
@@ -206,6 +210,7 @@ class Trainer:
         self.progress, self.log = progress and self.writes, log if self.writes else (lambda s: None)
         if dist is not None:
             self.device = dist.device
+        self._setup_speed(model_factory)
         self.train_module = None  # self.model, or its DistributedDataParallel wrapper
         self.callbacks = defaultdict(list)
         self.example_input = data.train[0][0].unsqueeze(0).to(self.device)
@@ -264,7 +269,7 @@ class Trainer:
         model.train()
         seed = self.config.seed * 1_000_003 + STAGES.index(self.stage) * 100_003 + self.epoch
         if self.dist is None:
-            loader = batches(self.data.train, batch_size, True, torch.Generator().manual_seed(seed),
+            loader = batches(self.train_data, batch_size, True, torch.Generator().manual_seed(seed),
                              self.config.num_workers)
         else:  # this rank's share of the same shuffle; batch_size stays the global batch
             loader = self.dist.batches(self.data.train, batch_size, seed, self.config.num_workers)
@@ -274,16 +279,15 @@ class Trainer:
         total_loss, correct, seen = 0.0, 0, 0
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = self._loss(logits, x, y)
+            logits, loss = self._forward_loss(model, x, y)
             if self.dist is None:
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(f"loss is {loss.item()} in {self.stage} epoch {self.epoch + 1}")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                self.precision.backward(loss)
             else:
                 self._synced_backward(loss)
-            opt.step()
+            self.precision.step(opt)
             total_loss += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
@@ -297,17 +301,37 @@ class Trainer:
         """DDP backward; the loss summed over ranks decides a NaN stop, so all ranks stop together."""
         total, work = self.dist.all_sum_async(loss)  # overlaps with the gradient all-reduce
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.precision.backward(loss)
         work.wait()
         mean = total.item() / self.dist.world_size
         if not math.isfinite(mean):
             raise NonFiniteLoss(f"loss is {mean} in {self.stage} epoch {self.epoch + 1}")
 
+    # -- speed: precision, layout, compilation, on-device data ----------------------------
+    def _setup_speed(self, model_factory) -> None:
+        """Check the speed options, then set up precision, model layout and the data source."""
+        cfg = self.config
+        check_options(cfg.amp, cfg.compile, self.device)
+        self.precision = Precision(cfg.amp, self.device)
+        self.model_factory = lambda: place_model(model_factory(), cfg.channels_last)
+        self.train_data, self.test_data = self.data.train, self.data.test
+        if cfg.device_data and self.dist is None:  # torchrun ranks keep their samplers
+            self.train_data = on_device(self.data.train, self.device)
+            self.test_data = on_device(self.data.test, self.device)
+
+    def _forward_loss(self, model: nn.Module, x, y):
+        """fp32 logits and the loss of one batch, computed under the run's autocast."""
+        x = place_input(x, self.config.channels_last)
+        with self.precision.autocast():
+            logits = model(x).float()
+            return logits, self._loss(logits, x, y)
+
     def _evaluate(self, model: nn.Module) -> float:
         """Test accuracy; under torchrun every rank scores its shard and the counts are summed."""
-        if self.dist is None:
-            return evaluate(model, self.data.test, self.device)
-        return self.dist.evaluate(model, self.data.test, self.device)
+        with self.precision.autocast():
+            if self.dist is None:
+                return evaluate(model, self.test_data, self.device)
+            return self.dist.evaluate(model, self.data.test, self.device)
 
     def _loss(self, logits, x, y):
         if self.stage == "pretrain":
@@ -414,6 +438,8 @@ class Trainer:
         self.train_module = self.model
         if self.dist is not None and self.optimizer is not None:
             self.train_module = self.dist.wrap(self.model, self.example_input)
+        if self.config.compile and self.optimizer is not None:
+            self.train_module = CompiledForBatch(self.train_module)
 
     def _site_counts(self) -> list:
         """Per-site counts; sites left ungated (``exclude``) count all their ReLUs as kept."""
@@ -468,7 +494,8 @@ class Trainer:
             "lam": self.lam, "prev_count": self.prev_count, "total": self.total,
             "budget": self.budget, "relu_count_before": self.relu_count_before,
             "budget_reached": self.budget_reached, "last_record": self.last_record,
-            "metrics_lines": self.metrics_lines, "rng": rng_state(self.device), **extra,
+            "metrics_lines": self.metrics_lines, "rng": rng_state(self.device),
+            "scaler": self.precision.state_dict(), **extra,
         }, self._path("checkpoint.pt"))
 
     def _restore(self, state: dict) -> None:
@@ -500,6 +527,7 @@ class Trainer:
                     "budget_reached", "last_record", "metrics_lines"):
             setattr(self, key, state[key])
         self._make_optimizer()
+        self.precision.load_state_dict(state.get("scaler"))
         if self.optimizer is not None and state["optimizer"] is not None:
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
