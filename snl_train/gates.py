@@ -72,6 +72,19 @@ _RELU_FUNCTIONS = {F.relu: False, torch.relu: False, torch.relu_: True, F.relu_:
 _RELU_METHODS = {"relu": False, "relu_": True}
 
 
+def _addcmul_into(out: torch.Tensor, base: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor,
+                  value: float = 1) -> torch.Tensor:
+    """``base + value * t1 * t2`` written into ``out`` (saves an allocation) when eager.
+
+    Under torch.compile it is computed out of place: dynamo cannot trace ``out=`` into a
+    non-contiguous (e.g. channels-last) tensor and would split the graph at every gate, and
+    the compiler plans its own buffers anyway.
+    """
+    if torch.compiler.is_compiling():
+        return torch.addcmul(base, t1, t2, value=value)
+    return torch.addcmul(base, t1, t2, value=value, out=out)
+
+
 class _LinearizeFunction(torch.autograd.Function):
     """``z - c * min(z, 0)`` saving only ``z`` and ``c`` for the backward pass.
 
@@ -84,7 +97,7 @@ class _LinearizeFunction(torch.autograd.Function):
     def forward(ctx, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(z, c)
         negative = z.clamp(max=0)
-        return torch.addcmul(z, c, negative, value=-1, out=negative)  # one allocation
+        return _addcmul_into(negative, z, c, negative, value=-1)  # one allocation
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -99,7 +112,7 @@ class _LinearizeFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             # d/dz = 1 - c * 1(z <= 0): grad + c * r, in place. At c = 1 this is exactly
             # ReLU's gradient (r + grad is 0 where z <= 0 and r is 0 elsewhere).
-            grad_z = torch.addcmul(grad, c, r, out=r)
+            grad_z = _addcmul_into(r, grad, c, r)
         return grad_z, grad_c
 
 
