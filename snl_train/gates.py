@@ -76,12 +76,13 @@ def _addcmul_into(out: torch.Tensor, base: torch.Tensor, t1: torch.Tensor, t2: t
                   value: float = 1) -> torch.Tensor:
     """``base + value * t1 * t2`` written into ``out`` (saves an allocation) when eager.
 
-    Under torch.compile it is computed out of place: dynamo cannot trace ``out=`` into a
+    Under torch.compile it is computed out of place, in ``out``'s dtype as eagerly (a bf16
+    activation times an fp32 slope stays bf16): dynamo cannot trace ``out=`` into a
     non-contiguous (e.g. channels-last) tensor and would split the graph at every gate, and
     the compiler plans its own buffers anyway.
     """
     if torch.compiler.is_compiling():
-        return torch.addcmul(base, t1, t2, value=value)
+        return torch.addcmul(base, t1, t2, value=value).to(out.dtype)
     return torch.addcmul(base, t1, t2, value=value, out=out)
 
 

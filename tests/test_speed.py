@@ -189,6 +189,20 @@ def test_other_gate_kinds_are_captured_as_one_graph(granularity, variant):
     assert all(c.grad is not None for c in gate_parameters(model))
 
 
+def test_compiled_gates_keep_the_activation_dtype_under_bf16():
+    """Compiled as eagerly: a bf16 activation through an fp32 slope stays bf16; c's grad is fp32."""
+    x = torch.randn(4, 1, 8, 8)
+    model = add_gates(build_model("mlp", 10, (1, 8, 8), (12,)), example_input=x)
+    dtypes = []
+    gate_sites(model)[0][1].register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        compiled(x).float().sum().backward()
+        model(x)
+    assert dtypes == [torch.bfloat16, torch.bfloat16]
+    assert gate_parameters(model)[0].grad.dtype == torch.float32
+
+
 def test_compiled_for_batch_compiles_one_size_and_runs_the_others_eagerly():
     from torch._dynamo.utils import counters
 
