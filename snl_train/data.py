@@ -102,8 +102,9 @@ def crop_flip_batch(images: torch.Tensor, pad: int, offsets: torch.Tensor,
     rows = offsets[:, :1] + torch.arange(h, device=images.device)  # (B, H) source rows
     cols = offsets[:, 1:] + torch.arange(w, device=images.device)  # (B, W) source columns
     cols = torch.where(flips[:, None], cols.flip(1), cols)  # a flipped crop reads them backwards
-    x = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * pad))
-    return x.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+    # One gather of flat (row, column) positions, the same for every channel of a sample.
+    index = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(b, 1, h * w)
+    return padded.flatten(2).gather(2, index.expand(b, c, h * w)).view(b, c, h, w)
 
 
 class DeviceData:
