@@ -236,6 +236,75 @@ def print_table(rows: list[dict]) -> None:
               f"{r['time_ratio']:>8.3f} {r['peak_mb']:>9.1f} {r['peak_ratio']:>8.3f} {r['resident_mb']:>12.1f} {r['total_ratio']:>13.3f}")
 
 
+# ----------------------------------------------------------------------------- compiled and bf16
+
+SPEED_MODES = tuple((mode, precision) for mode in ("eager", "compiled") for precision in ("fp32", "bf16"))
+
+
+def autocast_step(model, optimizer, x, y, precision: str) -> None:
+    """One training step with the forward pass and the loss under bf16 autocast (or fp32)."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        loss = F.cross_entropy(model(x).float(), y)
+    loss.backward()
+    optimizer.step()
+
+
+def bench_speed(label: str, base: nn.Module, x: torch.Tensor, classes: int, warmup: int, rounds: int,
+                variants=("plain", "gated")) -> list[dict]:
+    """Step time of each variant eager and torch.compile'd (inductor), in fp32 and bf16.
+
+    Every (variant, mode) has its own copy of the model and optimizer; the first step of each
+    (variant, mode, precision) compiles and is timed separately (``first_s``). Then all of them
+    are interleaved round by round and the fastest step counts.
+    """
+    torch.manual_seed(0)
+    y = torch.randint(0, classes, (x.shape[0],))
+    built = make_variants(base, x)
+    runs = {}
+    for variant in variants:
+        for mode in ("eager", "compiled"):
+            model = copy.deepcopy(built[variant])
+            step_model = torch.compile(model, dynamic=False) if mode == "compiled" else model
+            runs[variant, mode] = (step_model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
+    first, times = {}, {(v, m, p): [] for v in variants for m, p in SPEED_MODES}
+    for key in times:
+        model, optimizer = runs[key[:2]]
+        start = time.perf_counter()
+        autocast_step(model, optimizer, x, y, key[2])
+        first[key] = time.perf_counter() - start
+    for round_index in range(warmup + rounds):
+        for key in times:
+            model, optimizer = runs[key[:2]]
+            start = time.perf_counter()
+            autocast_step(model, optimizer, x, y, key[2])
+            if round_index >= warmup:
+                times[key].append(time.perf_counter() - start)
+    best = {key: 1000 * min(t) for key, t in times.items()}
+    return [{"model": label, "variant": v, "mode": m, "precision": p, "best_ms": best[v, m, p],
+             "median_ms": 1000 * statistics.median(times[v, m, p]), "first_s": first[v, m, p],
+             "x_plain": best[v, m, p] / best["plain", m, p], "x_eager": best[v, m, p] / best[v, "eager", p],
+             "x_fp32": best[v, m, p] / best[v, m, "fp32"]} for v, m, p in times]
+
+
+def print_speed_table(rows: list[dict]) -> None:
+    header = (f"{'model':<22} {'variant':<8} {'mode':<9} {'prec':<5} {'median ms':>10} {'best ms':>9} "
+              f"{'x plain':>8} {'x eager':>8} {'x fp32':>7} {'first s':>8}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['model']:<22} {r['variant']:<8} {r['mode']:<9} {r['precision']:<5} {r['median_ms']:>10.1f} "
+              f"{r['best_ms']:>9.1f} {r['x_plain']:>8.3f} {r['x_eager']:>8.3f} {r['x_fp32']:>7.3f} {r['first_s']:>8.1f}")
+
+
+def speed_cases(quick: bool) -> list[tuple]:
+    """The compiled / bf16 section's cases: smaller than the memory table's (compiling is slow)."""
+    if quick:
+        return [("mlp 256x2 b64", MLP(192, (256, 256), 10), torch.randn(64, 192), 10)]
+    return [("resnet18 b32 32x32", resnet18(100), torch.randn(32, 3, 32, 32), 100),
+            ("mlp 2048x3 b256", MLP(3072, (2048, 2048, 2048), 100), torch.randn(256, 3072), 100)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -245,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     parser.add_argument("--table", choices=("gates", "zoo", "all"), default="all",
                         help="the gate-variants table, the model-zoo table, or both (default)")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also time eager vs torch.compile and fp32 vs bf16 (compiles each variant)")
+    parser.add_argument("--compiled-only", action="store_true",
+                        help="only the eager vs compiled, fp32 vs bf16 section")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -257,14 +330,17 @@ def main(argv: list[str] | None = None) -> int:
         cases = [("resnet18 b32 32x32", resnet18(100), torch.randn(32, 3, 32, 32), 100),
                  ("mlp 2048x3 b256", MLP(3072, (2048, 2048, 2048), 100), torch.randn(256, 3072), 100)]
         warmup, rounds = 2, args.rounds or 9
-    rows, zoo = [], []
-    if args.table in ("gates", "all"):
+    rows, zoo, speed_rows = [], [], []
+    if args.table in ("gates", "all") and not args.compiled_only:
         for label, model, x, classes in cases:
             rows += bench(label, model, x, classes, warmup, rounds)
-    if args.table in ("zoo", "all"):
+    if args.table in ("zoo", "all") and not args.compiled_only:
         zoo = zoo_rows(zoo_cases(args.quick), warmup, rounds)
+    if args.compiled or args.compiled_only:
+        for label, model, x, classes in speed_cases(args.quick):
+            speed_rows += bench_speed(label, model, x, classes, warmup, rounds)
     if args.json:
-        print(json.dumps({"variants": rows, "zoo": zoo}, indent=2))
+        print(json.dumps({"variants": rows, "zoo": zoo, "speed": speed_rows}, indent=2))
         return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{rounds} timed steps per variant")
@@ -272,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(rows)
     if zoo:
         print_zoo_table(zoo)
+    if speed_rows:
+        print_speed_table(speed_rows)
     return 0
 
 

@@ -144,11 +144,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=_seed, default=0, help="random seed, 0 .. 2^32-1 (default 0)")
     r.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     r.add_argument("--threads", type=_cpu_count, help="torch CPU threads (0: torch default)")
-    r.add_argument("--workers", type=_cpu_count, default=0, help="DataLoader workers (0)")
+    r.add_argument("--workers", type=_cpu_count, default=0, help="DataLoader workers for host data (0)")
     r.add_argument("--quiet", action="store_true", help="no progress bars, no log lines")
     r.add_argument("--private", action="store_true",
                    help="at the end, run the network under two-party MPC (CrypTen) and add the "
                         "measured time, bytes and rounds to result.json (python -m snl_train.private)")
+    f = p.add_argument_group("speed")
+    f.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
+                   help="mixed precision: bf16 (CPU or GPU) or fp16 (GPU, loss scaling); gates "
+                        "and the L1 term stay fp32 (default off)")
+    f.add_argument("--compile", action="store_true",
+                   help="torch.compile the model for training steps (needs a C++ compiler on "
+                        "CPU, Triton on GPU)")
+    f.add_argument("--channels-last", action="store_true",
+                   help="NHWC memory layout for convolutional models")
+    f.add_argument("--host-data", action="store_true",
+                   help="serve batches from the host Dataset instead of keeping in-memory "
+                        "datasets on the device")
     return p
 
 
@@ -160,7 +172,9 @@ def config_from_args(args):
     cfg = RunConfig(model=args.model, widths=args.widths, dataset=args.dataset,
                     data_dir=args.data_dir, budget=args.budget,
                     budget_fraction=args.budget_fraction, seed=args.seed, device=args.device,
-                    allocation=args.allocation, num_workers=args.workers,
+                    allocation=args.allocation, num_workers=args.workers, amp=args.amp,
+                    compile=args.compile,
+                    channels_last=args.channels_last, device_data=not args.host_data,
                     model_args=args.model_args, input_shape=args.input_shape, classes=args.classes)
     if (args.input_shape or args.classes) and args.dataset != "random":
         raise ValueError("--input-shape and --classes apply to --dataset random only")
@@ -222,6 +236,7 @@ def _run(args) -> int:
     from .gates import GatingError
     from .models import build_model
     from .preflight import build_checked, check_model, check_size, clear_run
+    from .speed import check_options
     from .trainer import BudgetError, NonFiniteLoss, Trainer, resolve_device
 
     def bad(message: str) -> int:
@@ -233,7 +248,7 @@ def _run(args) -> int:
 
     try:
         cfg = config_from_args(args)
-        resolve_device(cfg.device)
+        check_options(cfg.amp, cfg.compile, resolve_device(cfg.device))
         data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, **_synthetic(cfg))
         check_size(cfg.model, cfg.widths, data.in_shape, data.num_classes, cfg.pretrain.batch_size)
         probe = build_checked(factory, cfg.model)

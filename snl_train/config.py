@@ -71,6 +71,10 @@ class RunConfig:
     latency_per_1000: float = 0.021  # DELPHI seconds per 1000 ReLUs (Section 4)
     recipe: str = "paper"  # "paper" (Algorithm 1 as printed) or "official" (the public code's)
     validation_fraction: float = 0.1  # official: training share held out to pick the finetune epoch
+    amp: str = "off"  # autocast: "off" (fp32), "bf16", "fp16" (CUDA; with a gradient scaler)
+    compile: bool = False  # torch.compile (inductor) the model for training steps
+    channels_last: bool = False  # NHWC layout for 4-D weights and input batches (conv nets)
+    device_data: bool = True  # in-memory datasets as tensors on the device, augmented in batches
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

@@ -79,6 +79,118 @@ def random_crop_flip(x: torch.Tensor, pad: int) -> torch.Tensor:
     return x
 
 
+def crop_flip_batch(images: torch.Tensor, pad: int, offsets: torch.Tensor,
+                    flips: torch.Tensor) -> torch.Tensor:
+    """:func:`random_crop_flip` for a whole batch with given draws, on the batch's device.
+
+    Args:
+        images: (B, C, H, W), any dtype (padding is 0, i.e. black for uint8 / [0, 1] images).
+        pad: zero padding on each side.
+        offsets: (B, 2) integers in [0, 2 * pad]: top and left of each crop in the padded image.
+        flips: (B,) booleans: flip that crop horizontally.
+    Returns:
+        (B, C, H, W) crops; sample i equals ``random_crop_flip`` of image i had it drawn
+        ``offsets[i]`` and ``flips[i]``.
+
+    Example:
+        >>> x = torch.arange(16.).view(1, 1, 4, 4)
+        >>> crop_flip_batch(x, 1, torch.tensor([[1, 1]]), torch.tensor([True]))[0, 0, 0].tolist()
+        [3.0, 2.0, 1.0, 0.0]
+    """
+    b, c, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    rows = offsets[:, :1] + torch.arange(h, device=images.device)  # (B, H) source rows
+    cols = offsets[:, 1:] + torch.arange(w, device=images.device)  # (B, W) source columns
+    cols = torch.where(flips[:, None], cols.flip(1), cols)  # a flipped crop reads them backwards
+    # One gather of flat (row, column) positions, the same for every channel of a sample.
+    index = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(b, 1, h * w)
+    return padded.flatten(2).gather(2, index.expand(b, c, h * w)).view(b, c, h, w)
+
+
+class DeviceData:
+    """An in-memory dataset held as tensors on the training device and served in batches.
+
+    Built by :func:`on_device`. Plain tensor sets are sliced as the host path slices them
+    (same permutation, so the same batches); images are kept as uint8 and cropped, flipped
+    (when augmenting) and normalised on the device a batch at a time, with the crop offsets
+    and flips drawn from the same generator as the permutation (uniform offsets in
+    [0, 2 * pad], flip with probability 1/2, as :func:`random_crop_flip`).
+
+    Args:
+        tensors: (inputs, labels) on the device.
+        mean, std: per-channel normalisation for uint8 images (None: inputs used as they are).
+        pad: crop padding when augmenting, None for no augmentation.
+    """
+
+    def __init__(self, tensors: tuple, mean=None, std=None, pad: int | None = None):
+        self.tensors, self.pad = tensors, pad
+        self.mean = self.std = None
+        if mean is not None:
+            device = tensors[0].device
+            self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+            self.std = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.tensors[-1])
+
+    def batches(self, batch_size: int, shuffle: bool, generator=None) -> "_DeviceBatches":
+        """The epoch's batches (an iterable with a length), drawn from ``generator`` (CPU)."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        draws = None
+        if self.pad is not None:
+            offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=generator)
+            draws = (offsets, torch.rand(n, generator=generator) < 0.5)
+        device = self.tensors[0].device
+        order = order.to(device)
+        draws = None if draws is None else tuple(d.to(device) for d in draws)
+        return _DeviceBatches(self, order, draws, batch_size)
+
+    def batch(self, index: torch.Tensor, draws=None) -> tuple:
+        """Inputs and labels at ``index``; ``draws`` = (offsets, flips) of those samples."""
+        x, y = (t[index] for t in self.tensors)
+        if self.mean is None:
+            return x, y
+        if draws is not None:
+            x = crop_flip_batch(x, self.pad, *draws)
+        return (x.float().div_(255.0) - self.mean) / self.std, y
+
+
+class _DeviceBatches:
+    """One epoch of :class:`DeviceData` batches, made lazily (only one lives at a time)."""
+
+    def __init__(self, data: DeviceData, order, draws, batch_size: int):
+        self.data, self.order, self.draws, self.batch_size = data, order, draws, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.batch_size)
+
+    def __iter__(self):
+        for i in range(0, len(self.order), self.batch_size):
+            index = self.order[i:i + self.batch_size]
+            draws = None if self.draws is None else tuple(d[i:i + self.batch_size] for d in self.draws)
+            yield self.data.batch(index, draws)
+
+
+def on_device(dataset, device) -> "DeviceData | Dataset":
+    """``dataset`` as :class:`DeviceData` on ``device`` if it is held in memory, else itself.
+
+    Tensor datasets (digits, the synthetic sets) and CIFAR's :class:`AugmentedImages` move;
+    Tiny-ImageNet's lazily read image files stay on the host.
+
+    Example:
+        >>> on_device(load_dataset("random", n=8).train, "cpu").batch(torch.tensor([0]))[1].shape
+        torch.Size([1])
+    """
+    if isinstance(dataset, TensorDataset):
+        return DeviceData(tuple(t.to(device) for t in dataset.tensors))
+    if isinstance(dataset, AugmentedImages):
+        return DeviceData((dataset.images.to(device), dataset.labels.to(device)),
+                          dataset.mean.flatten(), dataset.std.flatten(),
+                          dataset.pad if dataset.augment else None)
+    return dataset
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0,
                  augment: bool = True, **synthetic) -> DataBundle:
     """Load dataset ``name`` (one of :data:`DATASETS`).

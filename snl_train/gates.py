@@ -96,6 +96,20 @@ class NothingToGate(GatingError):
     """The model calls no ReLU-family activation at inference: SNL has nothing to linearize."""
 
 
+def _addcmul_into(out: torch.Tensor, base: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor,
+                  value: float = 1) -> torch.Tensor:
+    """``base + value * t1 * t2`` written into ``out`` (saves an allocation) when eager.
+
+    Under torch.compile it is computed out of place, in ``out``'s dtype as eagerly (a bf16
+    activation times an fp32 slope stays bf16): dynamo cannot trace ``out=`` into a
+    non-contiguous (e.g. channels-last) tensor and would split the graph at every gate, and
+    the compiler plans its own buffers anyway.
+    """
+    if torch.compiler.is_compiling():
+        return torch.addcmul(base, t1, t2, value=value).to(out.dtype)
+    return torch.addcmul(base, t1, t2, value=value, out=out)
+
+
 class _LinearizeFunction(torch.autograd.Function):
     """``z - c * min(z, 0)`` saving only ``z`` and ``c`` for the backward pass.
 
@@ -108,7 +122,7 @@ class _LinearizeFunction(torch.autograd.Function):
     def forward(ctx, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(z, c)
         negative = z.clamp(max=0)
-        return torch.addcmul(z, c, negative, value=-1, out=negative)  # one allocation
+        return _addcmul_into(negative, z, c, negative, value=-1)  # one allocation
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -123,7 +137,7 @@ class _LinearizeFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             # d/dz = 1 - c * 1(z <= 0): grad + c * r, in place. At c = 1 this is exactly
             # ReLU's gradient (r + grad is 0 where z <= 0 and r is 0 elsewhere).
-            grad_z = torch.addcmul(grad, c, r, out=r)
+            grad_z = _addcmul_into(r, grad, c, r)
         return grad_z, grad_c
 
 
@@ -255,7 +269,9 @@ class ReLUGate(nn.Module):
             return self.activation.apply(z) * c
         if self.activation.family != "relu":
             return _LerpFunction.apply(z, c, self.activation)
-        if not c.requires_grad and bool((c <= 1).all()):
+        # The c <= 1 test reads tensor data, which would split a torch.compile graph at every
+        # gate; compiled, the general function is used (the compiler chooses what to save).
+        if not c.requires_grad and not torch.compiler.is_compiling() and bool((c <= 1).all()):
             return _FrozenLinearizeFunction.apply(z, c)
         return _LinearizeFunction.apply(z, c)
 

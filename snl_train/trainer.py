@@ -54,10 +54,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from .accounting import comparison_costs, online_latency, relu_counts, training_only_counts
 from .checkpoint import FORMAT, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RunConfig
+from .data import DeviceData, on_device
 from .gates import (add_gates, freeze_gates, gate_parameters, gate_sites, gating_mechanism, is_gated,
                     remove_gates, unsupported_activations, weight_parameters)
 from .recipes import (RECIPES, better, cosine_lr, official_kd_loss, official_next_lambda,
                       split_dataset, validation_indices)
+from .speed import CompiledForBatch, Precision, check_options, place_input, place_model
 
 STAGES = ("pretrain", "search", "finetune", "done")
 
@@ -235,6 +237,8 @@ def plan_allocation(allocation: str, sites: list, budget: int):
 
 def batches(dataset, batch_size: int, shuffle: bool, generator=None, num_workers: int = 0):
     """Mini-batches; in-memory TensorDatasets are sliced directly (no per-item collation)."""
+    if isinstance(dataset, DeviceData):
+        return dataset.batches(batch_size, shuffle, generator)
     if isinstance(dataset, TensorDataset) and num_workers == 0:
         n = len(dataset)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
@@ -295,6 +299,7 @@ class Trainer:
         # recipe state (snl_train.recipes): the lowest count so far, the best finetuning epochs
         self.lowest_count, self.best = None, {}
         self.validation, self.validation_indices = self._hold_out()
+        self._setup_speed(model_factory)  # after the hold-out: on-device data is its training part
         self.allocation = None  # the --allocation report, quotas included (see _plan_allocation)
 
     def add_callback(self, event: str, fn: Callable[["Trainer"], None]) -> None:
@@ -352,7 +357,7 @@ class Trainer:
         model.train()
         seed = self.config.seed * 1_000_003 + STAGES.index(self.stage) * 100_003 + self.epoch
         if self.dist is None:
-            loader = batches(self.data.train, batch_size, True, torch.Generator().manual_seed(seed),
+            loader = batches(self.train_data, batch_size, True, torch.Generator().manual_seed(seed),
                              self.config.num_workers)
         else:  # this rank's share of the same shuffle; batch_size stays the global batch
             loader = self.dist.batches(self.data.train, batch_size, seed, self.config.num_workers)
@@ -362,16 +367,15 @@ class Trainer:
         total_loss, correct, seen = 0.0, 0, 0
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = self._loss(logits, x, y)
+            logits, loss = self._forward_loss(model, x, y)
             if self.dist is None:
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(f"loss is {loss.item()} in {self.stage} epoch {self.epoch + 1}")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                self.precision.backward(loss)
             else:
                 self._synced_backward(loss)
-            opt.step()
+            self.precision.step(opt)
             total_loss += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
@@ -385,17 +389,37 @@ class Trainer:
         """DDP backward; the loss summed over ranks decides a NaN stop, so all ranks stop together."""
         total, work = self.dist.all_sum_async(loss)  # overlaps with the gradient all-reduce
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.precision.backward(loss)
         work.wait()
         mean = total.item() / self.dist.world_size
         if not math.isfinite(mean):
             raise NonFiniteLoss(f"loss is {mean} in {self.stage} epoch {self.epoch + 1}")
 
+    # -- speed: precision, layout, compilation, on-device data ----------------------------
+    def _setup_speed(self, model_factory) -> None:
+        """Check the speed options, then set up precision, model layout and the data source."""
+        cfg = self.config
+        check_options(cfg.amp, cfg.compile, self.device)
+        self.precision = Precision(cfg.amp, self.device)
+        self.model_factory = lambda: place_model(model_factory(), cfg.channels_last)
+        self.train_data, self.test_data = self.data.train, self.data.test
+        if cfg.device_data and self.dist is None:  # torchrun ranks keep their samplers
+            self.train_data = on_device(self.data.train, self.device)
+            self.test_data = on_device(self.data.test, self.device)
+
+    def _forward_loss(self, model: nn.Module, x, y):
+        """fp32 logits and the loss of one batch, computed under the run's autocast."""
+        x = place_input(x, self.config.channels_last)
+        with self.precision.autocast():
+            logits = model(x).float()
+            return logits, self._loss(logits, x, y)
+
     def _evaluate(self, model: nn.Module) -> float:
         """Test accuracy; under torchrun every rank scores its shard and the counts are summed."""
-        if self.dist is None:
-            return evaluate(model, self.data.test, self.device)
-        return self.dist.evaluate(model, self.data.test, self.device)
+        with self.precision.autocast():
+            if self.dist is None:
+                return evaluate(model, self.test_data, self.device)
+            return self.dist.evaluate(model, self.data.test, self.device)
 
     def _loss(self, logits, x, y):
         if self.stage == "pretrain":
@@ -511,6 +535,8 @@ class Trainer:
         self.train_module = self.model
         if self.dist is not None and self.optimizer is not None:
             self.train_module = self.dist.wrap(self.model, self.example_input)
+        if self.config.compile and self.optimizer is not None:
+            self.train_module = CompiledForBatch(self.train_module)
 
     def _probe_gates(self) -> None:
         """Gate the model once and remove the gates again: refuses a model with nothing to gate
@@ -703,7 +729,8 @@ class Trainer:
             "budget": self.budget, "relu_count_before": self.relu_count_before,
             "budget_reached": self.budget_reached, "last_record": self.last_record,
             "metrics_lines": self.metrics_lines, "rng": rng_state(self.device),
-            "recipe": self._recipe_state(), "allocation": self.allocation, **extra,
+            "recipe": self._recipe_state(), "allocation": self.allocation,
+            "scaler": self.precision.state_dict(), **extra,
         }, self._path("checkpoint.pt"))
 
     def _restore(self, state: dict) -> None:
@@ -756,6 +783,7 @@ class Trainer:
         self._restore_recipe(state)
         self._restore_allocation(state)
         self._make_optimizer()
+        self.precision.load_state_dict(state.get("scaler"))
         if self.optimizer is not None and state["optimizer"] is not None:
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
@@ -826,12 +854,13 @@ class Trainer:
 
 
 #: Config entries that do not change a run's result: a resumed run may set them differently.
-RESUME_FREE = ("device", "threads", "num_workers", "data_dir")
+RESUME_FREE = ("device", "threads", "num_workers", "data_dir", "compile", "channels_last")
 #: The command-line option behind a config entry, where it is not ``--`` + the entry's name
 #: with dashes (``allocation`` -> ``--allocation``); nested entries without one are named as
 #: config entries (``search.momentum``).
 OPTION_NAMES = {
     "latency_per_1000": "config entry latency_per_1000",
+    "device_data": "on-device data (off with --host-data)",
     "search.lam": "--lambda", "search.kappa": "--kappa", "search.epsilon": "--epsilon",
     "search.lr": "--lr", "search.max_epochs": "--search-epochs",
     "search.granularity": "--granularity", "search.variant": "--variant",
@@ -843,6 +872,19 @@ OPTION_NAMES = {
 }
 
 
+def _flat_defaults(doc: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            flat.update(_flat_defaults(value, prefix + key + "."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+_DEFAULTS = _flat_defaults(RunConfig().to_dict())
+
+
 def _config_differences(saved: dict, mine: dict, prefix: str = ""):
     """(key, saved value, this run's value) for every result-changing entry that differs."""
     for key in [*mine, *(k for k in saved if k not in mine)]:
@@ -850,6 +892,8 @@ def _config_differences(saved: dict, mine: dict, prefix: str = ""):
         if name in RESUME_FREE:
             continue
         old, new = saved.get(key), mine.get(key)
+        if key not in saved and new == _DEFAULTS.get(name):
+            continue  # an option newer than the checkpoint, left at its default
         if isinstance(old, dict) and isinstance(new, dict):
             yield from _config_differences(old, new, name + ".")
         elif old != new:

@@ -121,3 +121,77 @@ def test_unknown_dataset_and_corrupt_batch(tmp_path):
     (root / "test").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="cannot read"):
         load_dataset("cifar100", data_dir=tmp_path)
+
+
+# ------------------------------------------------------------------ on-device data
+
+def _reference_crops(image: torch.Tensor, pad: int) -> dict:
+    """Every crop + flip ``random_crop_flip`` can return, by (top, left, flip), sliced by hand."""
+    _, h, w = image.shape
+    padded = torch.nn.functional.pad(image, (pad, pad, pad, pad))
+    crops = {}
+    for top in range(2 * pad + 1):
+        for left in range(2 * pad + 1):
+            crop = padded[:, top:top + h, left:left + w]
+            crops[(top, left, False)], crops[(top, left, True)] = crop, crop.flip(-1)
+    return crops
+
+
+def test_batched_crop_flip_equals_random_crop_flip_for_the_same_draws():
+    """Given the draws random_crop_flip makes, the batched crop returns the same images."""
+    from snl_train.data import crop_flip_batch, random_crop_flip
+
+    images = torch.randint(0, 256, (40, 3, 6, 5), dtype=torch.uint8)  # H != W catches a swap
+    expected, offsets, flips = [], [], []
+    for i, image in enumerate(images):
+        torch.manual_seed(i)
+        expected.append(random_crop_flip(image.float() / 255, 2))
+        torch.manual_seed(i)  # replay the same draws
+        offsets.append(torch.randint(0, 5, (2,)).tolist())
+        flips.append(bool(torch.rand(()) < 0.5))
+    got = crop_flip_batch(images, 2, torch.tensor(offsets), torch.tensor(flips)).float() / 255
+    assert set(flips) == {False, True} and len({tuple(o) for o in offsets}) > 10
+    assert torch.equal(got, torch.stack(expected))
+
+
+def test_device_augmentation_is_uniform_over_the_81_crops_and_2_flips():
+    """Over epochs the (top, left, flip) draws are uniform on 9 x 9 x 2 (chi-square, 161 dof)."""
+    from scipy.stats import chi2
+
+    from snl_train.data import DeviceData
+
+    pad, n = 4, 162 * 40
+    image = torch.arange(1, 1 + 3 * 5 * 6, dtype=torch.uint8).view(3, 5, 6)  # distinct, non-zero
+    crops = {c.to(torch.uint8).numpy().tobytes(): key
+             for key, c in _reference_crops(image, pad).items()}
+    assert len(crops) == 162
+    data = DeviceData((image.expand(n, 3, 5, 6), torch.arange(n)), (0.0,) * 3, (1.0,) * 3, pad)
+    counts = dict.fromkeys(crops.values(), 0)
+    for x, _ in data.batches(1000, True, torch.Generator().manual_seed(0)):
+        for sample in x.mul(255).round().to(torch.uint8):
+            counts[crops[sample.numpy().tobytes()]] += 1  # KeyError: not a possible crop
+    expected = n / 162
+    statistic = sum((c - expected) ** 2 / expected for c in counts.values())
+    assert statistic < chi2.ppf(0.999, 161)
+    flipped = sum(c for (_, _, flip), c in counts.items() if flip)
+    assert abs(flipped / n - 0.5) < 3 * (0.25 / n) ** 0.5 + 1e-9
+
+
+def test_device_data_serves_every_sample_once_normalised_like_the_host_dataset():
+    from snl_train.data import AugmentedImages, on_device
+
+    images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+    labels = torch.arange(10)
+    host = AugmentedImages(images, labels, (0.4, 0.5, 0.6), (0.2, 0.3, 0.25), augment=False)
+    device = on_device(host, "cpu")
+    batches = list(device.batches(4, True, torch.Generator().manual_seed(1)))
+    assert [len(y) for _, y in batches] == [4, 4, 2] and len(device.batches(4, False)) == 3
+    seen = torch.cat([y for _, y in batches])
+    assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))
+    for x, y in batches:
+        for xi, yi in zip(x, y):
+            assert torch.equal(xi, host[int(yi)][0])  # bit for bit the host's normalisation
+    augmented = on_device(AugmentedImages(images, labels, (0.4, 0.5, 0.6), (0.2, 0.3, 0.25), True), "cpu")
+    x, y = next(iter(augmented.batches(10, False, torch.Generator().manual_seed(0))))
+    assert not torch.equal(x, torch.stack([host[i][0] for i in range(10)]))
+    assert on_device(load_dataset("digits").train, "cpu").pad is None
