@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 from snl_train.config import RunConfig
 from snl_train.data import load_dataset
-from snl_train.gates import gate_sites
+from snl_train.gates import add_gates, gate_sites
 from snl_train.models import build_model
-from snl_train.trainer import BudgetError, Trainer, resolve_budget
+from snl_train.trainer import BudgetError, Trainer, binarize_within_budget, resolve_budget
 
 WIDTHS = (12, 6)  # two ReLU sites: 12 + 6 ReLUs
 TOTAL = sum(WIDTHS)
@@ -58,6 +58,18 @@ def test_excluded_sites_may_fill_the_budget_but_not_exceed_it():
     assert [layer["kept"] for layer in result["per_layer"]] == [0, 6]
     with pytest.raises(BudgetError, match="excluded sites alone keep 6 ReLUs, more than the budget 5"):
         trainer(config(budget=5, exclude=(second,))).run()
+
+
+def test_binarization_within_a_roomy_budget_drops_a_slope_exactly_at_epsilon():
+    """Room for every ReLU, yet c == epsilon is not kept: kept means c > epsilon."""
+    x = torch.zeros(1, 2)
+    net = add_gates(torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU()), example_input=x)
+    gate = gate_sites(net)[0][1]
+    above = torch.nextafter(torch.tensor(0.25), torch.tensor(1.0)).item()
+    with torch.no_grad():
+        gate.c.copy_(torch.tensor([0.25, above, 0.125, 2.0]))
+    (site,) = binarize_within_budget(net, 4, 0.25, x)
+    assert site.kept == 2 and gate.c.tolist() == [0.0, 1.0, 0.0, 1.0]
 
 
 # ----------------------------------------------------------------------------- loss terms

@@ -1,0 +1,162 @@
+"""Edge cases of snl_train.gates that a wrong gate could otherwise pass: torch parity of gated
+LeakyReLU, Hardtanh and ReLU6 with non-default constants inside whole models (both gating
+mechanisms, both granularities, outputs, input and weight gradients), slopes exactly at
+epsilon, the channel-wise shape check, and excluded sites left as torch's own modules."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from snl_train.gates import (ReLUGate, add_gates, binarize_gates, gate_sites, gating_mechanism,
+                             site_modules)
+from snl_train.sites import module_activation
+
+SCALE = 16  # on the layer before ReLU6, whose input is clamped to [-0.5, 0.75]: reach 6
+
+
+def family_net() -> nn.Sequential:
+    """Every family member with constants that differ from torch's defaults."""
+    net = nn.Sequential(nn.Linear(4, 6), nn.LeakyReLU(0.2), nn.Linear(6, 5),
+                        nn.Hardtanh(-0.5, 0.75), nn.Linear(5, 5), nn.ReLU6(), nn.Linear(5, 3))
+    with torch.no_grad():
+        net[4].weight.mul_(SCALE)
+    return net
+
+
+class FunctionalFamily(nn.Module):
+    """The same activations as functional calls, behind a data-dependent branch (not traceable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3, self.fc4 = (nn.Linear(4, 6), nn.Linear(6, 5), nn.Linear(5, 5),
+                                                  nn.Linear(5, 3))
+        with torch.no_grad():
+            self.fc3.weight.mul_(SCALE)
+
+    def forward(self, x):
+        if x.abs().sum() >= 0:  # always true, but fx cannot decide it while tracing
+            x = F.leaky_relu(self.fc1(x), 0.2)
+        x = F.hardtanh(self.fc2(x), -0.5, 0.75)
+        return self.fc4(F.relu6(self.fc3(x)))
+
+
+def inputs() -> torch.Tensor:
+    """A batch whose pre-activations cross every breakpoint (scaled so ReLU6 saturates too)."""
+    torch.manual_seed(3)
+    return torch.randn(16, 4) * 8
+
+
+def forward_backward(model: nn.Module, x: torch.Tensor):
+    x = x.clone().requires_grad_()
+    out = model(x)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if not n.startswith("snl_gates")}
+    return out.detach(), x.grad, grads
+
+
+@pytest.mark.parametrize("granularity", ["pixel", "channel"])
+@pytest.mark.parametrize("build, mechanism", [(family_net, "fx"), (FunctionalFamily, "runtime")])
+def test_gated_family_at_one_equals_torch_outputs_and_gradients(build, mechanism, granularity):
+    """At c = 1 a gated LeakyReLU(0.2) / Hardtanh(-0.5, 0.75) / ReLU6 model is torch's, bit for bit."""
+    torch.manual_seed(0)
+    model, x = build(), inputs()
+    gated = add_gates(copy.deepcopy(model), granularity, example_input=x)
+    assert gating_mechanism(gated)[0] == mechanism
+    assert [g.activation.family for _, g in gate_sites(gated)] == ["leaky_relu", "hardtanh", "relu6"]
+    out0, gx0, gw0 = forward_backward(model, x)
+    out1, gx1, gw1 = forward_backward(gated, x)
+    assert torch.equal(out0, out1) and torch.equal(gx0, gx1)
+    assert gw0.keys() == gw1.keys() and all(torch.equal(gw0[k], gw1[k]) for k in gw0)
+    # the inputs reach every piece: the leaky slope, both clamps of each 3-piece activation
+    torch.manual_seed(0)
+    net = family_net()  # the same weights as ``model``: same layers, same seed
+    h1 = net[0](x)
+    h2 = net[2](net[1](h1))
+    h3 = net[4](net[3](h2))
+    assert (h1 < 0).any() and (h1 > 0).any()
+    assert (h2 < -0.5).any() and ((h2 > -0.5) & (h2 < 0.75)).any() and (h2 > 0.75).any()
+    assert (h3 < 0).any() and ((h3 > 0) & (h3 < 6)).any() and (h3 > 6).any()
+
+
+@pytest.mark.parametrize("module", [nn.LeakyReLU(0.2), nn.Hardtanh(-0.5, 0.75), nn.ReLU6()],
+                         ids=lambda m: type(m).__name__)
+def test_zero_variant_at_one_is_the_activation_and_at_zero_is_zero(module):
+    """Eq. 7: c * act(z); at c = 1 torch's module (forward and gradient), at c = 0 nothing passes."""
+    net = nn.Sequential(nn.Linear(3, 8), module)
+    x = torch.randn(5, 3) * 8
+    gated = add_gates(copy.deepcopy(net), variant="zero", example_input=x)
+    out0, gx0, gw0 = forward_backward(net, x)
+    out1, gx1, gw1 = forward_backward(gated, x)
+    assert torch.equal(out0, out1) and torch.equal(gx0, gx1)
+    assert all(torch.equal(gw0[k], gw1[k]) for k in gw0)
+    with torch.no_grad():
+        gate_sites(gated)[0][1].c.zero_()
+        assert torch.equal(gated(x), torch.zeros(5, 8))
+
+
+def test_lerp_gate_gradients_at_one_half_are_the_average_of_identity_and_activation():
+    """Halfway: d out / d z = (1 + act'(z)) / 2, and d out / d c = act(z) - z, summed over the batch."""
+    z = torch.tensor([[-3.0, -0.25, 0.5, 1.0], [2.0, -1.0, 0.25, -0.75]])
+    gate = ReLUGate(activation=module_activation(nn.Hardtanh(-0.5, 0.75)))
+    gate(z)
+    with torch.no_grad():
+        gate.c.fill_(0.5)
+    zz = z.clone().requires_grad_()
+    gate(zz).sum().backward()
+    inside = ((z > -0.5) & (z < 0.75)).float()
+    assert torch.equal(zz.grad, (1 + inside) / 2)
+    assert torch.equal(gate.c.grad, (z.clamp(-0.5, 0.75) - z).sum(0))
+
+
+def test_binarize_drops_a_slope_exactly_at_epsilon():
+    """1(c > epsilon), strictly: c == epsilon becomes 0, the next float above it 1."""
+    net = add_gates(nn.Sequential(nn.Linear(2, 5), nn.ReLU()), example_input=torch.zeros(1, 2))
+    gate = gate_sites(net)[0][1]
+    above = torch.nextafter(torch.tensor(0.25), torch.tensor(1.0)).item()
+    with torch.no_grad():
+        gate.c.copy_(torch.tensor([0.25, above, 0.0, -0.5, 3.0]))
+    binarize_gates(net, epsilon=0.25)
+    assert gate.c.tolist() == [0.0, 1.0, 0.0, 0.0, 1.0]
+    with torch.no_grad():
+        gate.c.copy_(torch.tensor([0.01, 0.02, 0.0, 0.005, 1.0]))
+    binarize_gates(net)  # the paper's epsilon, 0.01
+    assert gate.c.tolist() == [0.0, 1.0, 0.0, 0.0, 1.0]
+
+
+def test_channel_gates_accept_any_spatial_size_and_refuse_other_channels_or_ranks():
+    gate = ReLUGate("channel")
+    gate(torch.zeros(2, 3, 4, 4))
+    assert tuple(gate.c.shape) == (3, 1, 1)
+    assert gate(torch.ones(1, 3, 5, 2)).shape == (1, 3, 5, 2)
+    for shape in ((2, 4, 4, 4), (2, 3, 4), (2, 3, 4, 4, 1)):
+        with pytest.raises(ValueError, match=r"shaped for inputs \(N, 3, 1, 1\) \(channel-wise\)"):
+            gate(torch.zeros(shape))
+    pixel = ReLUGate()
+    pixel(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"shaped for inputs \(N, 3\) \(pixel-wise\) but got an "
+                                         r"input of shape \(2, 4\)"):
+        pixel(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"expects a batch of shape \(N, \.\.\.\), got shape \(3,\)"):
+        ReLUGate()(torch.zeros(3))
+
+
+def test_excluded_sites_call_torchs_own_module_with_its_constants():
+    """An excluded LeakyReLU / Hardtanh stays that module (same constants), never a gate."""
+    torch.manual_seed(0)
+    net, x = family_net(), inputs()
+    expected = net(x)
+    add_gates(net, exclude=["1", "3"], example_input=x)
+    kinds = [(name, type(m).__name__) for name, m in site_modules(net)]
+    assert kinds == [("1", "LeakyReLU"), ("3", "Hardtanh"), ("5", "ReLUGate")]
+    leaky, hard = site_modules(net)[0][1], site_modules(net)[1][1]
+    assert leaky.negative_slope == 0.2 and (hard.min_val, hard.max_val) == (-0.5, 0.75)
+    with torch.no_grad():
+        gate_sites(net)[0][1].c.zero_()
+    # the last site is now the identity; the excluded ones still clamp
+    h = F.hardtanh(net[2](F.leaky_relu(net[0](x), 0.2)), -0.5, 0.75)
+    assert torch.equal(net(x), net[6](net[4](h)))
+    assert not torch.equal(net(x), expected)
