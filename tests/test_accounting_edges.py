@@ -83,6 +83,36 @@ def test_an_excluded_site_keeps_all_of_its_activations_and_its_family():
                                      SiteCount("relu", 2, 0, "relu")]
 
 
+def test_unshaped_gates_are_shaped_by_the_count_itself():
+    """Gated without an example input, the gates get their shapes from relu_counts' input."""
+    model = add_gates(Two())
+    assert relu_counts(model, torch.zeros(2, 5)) == [SiteCount("leaky", 3, 3, "leaky_relu"),
+                                                     SiteCount("relu", 2, 2, "relu")]
+
+
+class TrainingOnlyHead(nn.Module):
+    """A ReLU6 auxiliary head that runs only in training mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.aux = nn.Linear(4, 3), nn.Linear(3, 5)
+
+    def forward(self, x):
+        h = F.relu(self.body(x))
+        if self.training:
+            return h + F.relu6(self.aux(h)).sum(1, keepdim=True)
+        return h
+
+
+def test_training_only_sites_keep_their_family_and_need_an_input_when_ungated():
+    model, x = TrainingOnlyHead(), torch.zeros(2, 4)
+    (site,) = training_only_counts(model, x)
+    assert (site.total, site.kept, site.family) == (5, 0, "relu6")
+    with pytest.raises(ValueError, match="^training_only_counts: an ungated model needs an "
+                                         "example_input$"):
+        training_only_counts(model)
+
+
 def test_training_only_counts_of_an_ungated_and_a_gated_model():
     from snl_train.replicas import aux_head_net
 
@@ -111,7 +141,9 @@ class FakeClock:
     """``time.perf_counter`` stand-in: each timed forward lasts the next of ``durations``."""
 
     def __init__(self, durations) -> None:
-        self.readings = itertools.chain.from_iterable((0.0, d) for d in durations)
+        # each forward starts at a later, non-zero time: a wrong sign in end - start shows
+        starts = [10.0 * (k + 1) for k in range(len(durations))]
+        self.readings = itertools.chain.from_iterable((t, t + d) for t, d in zip(starts, durations))
 
     def perf_counter(self) -> float:
         return next(self.readings)
@@ -134,7 +166,7 @@ def test_latency_defaults_tuple_inputs_and_the_argument_bounds():
     model = Two()
     online_latency(model, torch.zeros(3, 5), relu_count=1)
     assert model.calls == 6  # warmup 1 + repeats 5 by default
-    args = (torch.zeros(3, 5), torch.ones(3))  # batch 3, first sample of 5 features
+    args = (torch.zeros(3, 5), torch.ones(1, 3))  # the batch is the first argument's: 3
     estimate = online_latency(model, args, relu_count=0, repeats=1, warmup=0,
                               seconds_per_1000_relus=0)
     assert estimate["batch_size"] == 3 and estimate["relu_seconds"] == 0
@@ -233,7 +265,7 @@ def test_network_presets_by_name_or_object():
         network_preset("moon", profile)
 
 
-def test_cost_profiles_load_every_field_and_name_what_is_wrong(tmp_path):
+def test_cost_profiles_load_every_field_and_name_what_is_wrong(tmp_path, monkeypatch):
     doc = json.loads((accounting.PROFILE_DIR / "crypten-2pc.json").read_text())
     doc["loopback"].pop("description")
     path = tmp_path / "mine.json"
@@ -245,7 +277,12 @@ def test_cost_profiles_load_every_field_and_name_what_is_wrong(tmp_path):
     assert profile.loopback == NetworkPreset("localhost", doc["loopback"]["rtt"],
                                              doc["loopback"]["bandwidth"], "this machine's loopback")
     assert profile.modes["public"] == ModeCosts(**doc["modes"]["public"])
-    assert profile.info == doc["info"] and load_cost_profile("crypten-2pc").loopback.description
+    assert profile.info == doc["info"]
+    shipped = json.loads((accounting.PROFILE_DIR / "crypten-2pc.json").read_text())
+    assert load_cost_profile("crypten-2pc").loopback.description == shipped["loopback"]["description"]
+    other = tmp_path / "profile.txt"  # a file is read as it is, whatever its suffix
+    other.write_text(json.dumps(doc))
+    assert load_cost_profile(other) == profile
     doc.pop("info")
     path.write_text(json.dumps(doc))
     assert load_cost_profile(str(path)).info == {}
@@ -253,6 +290,10 @@ def test_cost_profiles_load_every_field_and_name_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match=r"^no cost profile '.*gone.json' \(No such file or "
                                          r"directory\); known names: crypten-2pc$"):
         load_cost_profile(missing)
+    monkeypatch.setattr(accounting, "PROFILE_DIR", tmp_path)
+    (tmp_path / "a.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"known names: a, mine$"):
+        load_cost_profile("none")
     for text, error in (("[1]", "TypeError"), ('{"loopback": {}}', "KeyError"),
                         ("{", "JSONDecodeError")):
         path.write_text(text)
