@@ -5,14 +5,15 @@ epsilon, the channel-wise shape check, and excluded sites left as torch's own mo
 from __future__ import annotations
 
 import copy
+import types
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from snl_train.gates import (ReLUGate, add_gates, binarize_gates, gate_sites, gating_mechanism,
-                             site_modules)
+from snl_train.gates import (NothingToGate, ReLUGate, add_gates, binarize_gates, freeze_gates,
+                             gate_sites, gating_mechanism, remove_gates, site_modules)
 from snl_train.sites import module_activation
 
 SCALE = 16  # on the layer before ReLU6, whose input is clamped to [-0.5, 0.75]: reach 6
@@ -160,3 +161,85 @@ def test_excluded_sites_call_torchs_own_module_with_its_constants():
     h = F.hardtanh(net[2](F.leaky_relu(net[0](x), 0.2)), -0.5, 0.75)
     assert torch.equal(net(x), net[6](net[4](h)))
     assert not torch.equal(net(x), expected)
+
+
+def test_frozen_family_gates_still_pass_torchs_gradient_to_their_input():
+    """A frozen gate (no gradient for c) still gives the input torch's gradient at c = 1."""
+    torch.manual_seed(0)
+    model, x = family_net(), inputs()
+    frozen = freeze_gates(add_gates(copy.deepcopy(model), example_input=x))
+    out0, gx0, gw0 = forward_backward(model, x)
+    out1, gx1, gw1 = forward_backward(frozen, x)
+    assert torch.equal(out0, out1) and torch.equal(gx0, gx1)
+    assert all(torch.equal(gw0[k], gw1[k]) for k in gw0)
+    assert all(gate.c.grad is None for _, gate in gate_sites(frozen))
+
+
+class Scaled(nn.Module):
+    """A keyword argument and a data-dependent branch: gated at run time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 2)
+
+    def forward(self, x, scale=1.0):
+        if x.abs().sum() >= 0:
+            x = x * scale
+        return self.fc2(F.leaky_relu(self.fc1(x), 0.2))
+
+
+def _negated(self, x, scale=1.0):
+    return -Scaled.forward(self, x, scale=scale)
+
+
+def test_run_time_gating_passes_keyword_arguments_and_keeps_an_instance_forward():
+    torch.manual_seed(0)
+    x = inputs()
+    model = Scaled()
+    gated = add_gates(copy.deepcopy(model), example_input=x)
+    assert gating_mechanism(gated)[0] == "runtime"
+    assert torch.equal(gated(x, scale=3.0), model(x, scale=3.0))
+    assert not torch.equal(model(x, scale=3.0), model(x))
+    own = copy.deepcopy(model)
+    own.forward = types.MethodType(_negated, own)  # an instance-level forward
+    add_gates(own, example_input=x)
+    assert torch.equal(own(x, scale=3.0), -model(x, scale=3.0))
+    remove_gates(own)
+    assert own.__dict__["forward"].__func__ is _negated and torch.equal(own(x), -model(x))
+
+
+def test_a_state_dict_shapes_unshaped_gates_with_its_dtype_and_strictly():
+    torch.manual_seed(0)
+    x = inputs().double()
+    source = add_gates(family_net().double(), example_input=x)
+    target = add_gates(family_net())  # traced, gates not shaped yet
+    target.load_state_dict(source.state_dict())
+    assert [(tuple(g.c.shape), g.c.dtype) for _, g in gate_sites(target)] == [
+        ((6,), torch.float64), ((5,), torch.float64), ((5,), torch.float64)]
+    extra = dict(source.state_dict(), **{"snl_gates.1.bogus": torch.zeros(1)})
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\) in state_dict: \"snl_gates.1.bogus\""):
+        add_gates(family_net()).load_state_dict(extra)
+
+
+class OnlyInTraining(nn.Module):
+    """GELU at inference; a ReLU only in training mode: nothing SNL can linearize."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.act = nn.Linear(3, 3), nn.GELU()
+
+    def forward(self, x):
+        h = self.act(self.fc(x))
+        return h + F.relu(h) if self.training else h
+
+
+def test_nothing_to_gate_says_what_the_model_calls_and_what_runs_only_in_training():
+    head = ("OnlyInTraining has no ReLU, ReLU6, Hardtanh or LeakyReLU that runs at inference, "
+            "so SNL has nothing to linearize")
+    with pytest.raises(NothingToGate) as info:
+        add_gates(OnlyInTraining(), example_input=torch.zeros(2, 3))
+    assert str(info.value) == (head + " (it calls GELU x1, which SNL gates cannot linearize; "
+                               "1 activation site(s) run only in training mode)")
+    with pytest.raises(NothingToGate) as info:
+        add_gates(nn.Sequential(nn.Linear(3, 3)), example_input=torch.zeros(2, 3))
+    assert str(info.value) == head.replace("OnlyInTraining", "Sequential")
