@@ -505,8 +505,10 @@ def _own_forward(model: nn.Module) -> Any:
     return None
 
 
-def _runtime_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+def _runtime_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:  # pragma: no mutate block
     """The instance forward of a model gated at run time: its own forward, intercepted."""
+    # Not mutation-tested: its code object is where CallSites stops walking up the stack
+    # (_STOP); a mutation tool that wraps it would leave the wrapped body's frame in every key.
     state = self.__dict__[_STATE_ATTR]
     with _Interceptor(self, state):
         if state.saved_forward is not None:

@@ -243,3 +243,26 @@ def test_nothing_to_gate_says_what_the_model_calls_and_what_runs_only_in_trainin
     with pytest.raises(NothingToGate) as info:
         add_gates(nn.Sequential(nn.Linear(3, 3)), example_input=torch.zeros(2, 3))
     assert str(info.value) == head.replace("OnlyInTraining", "Sequential")
+
+
+def test_a_forward_that_is_no_module_method_is_keyed_from_where_it_starts():
+    """An instance forward that is a plain function (no module frame above the activation call):
+    its call sites are keyed up to the gated forward's entry, so it runs gated from anywhere."""
+    torch.manual_seed(0)
+    model, x = Scaled(), inputs()
+    fc1, fc2 = model.fc1, model.fc2
+
+    def plain(x):
+        if x.abs().sum() >= 0:  # not traceable: gated at run time
+            x = x * 2
+        return fc2(F.relu6(fc1(x)))
+
+    model.forward = plain
+    expected = plain(x)
+    add_gates(model, example_input=x)
+    assert gating_mechanism(model)[0] == "runtime"
+
+    def elsewhere():  # another call stack than the one add_gates saw
+        return model(x)
+
+    assert torch.equal(elsewhere(), expected) and torch.equal(model(x), expected)
