@@ -12,8 +12,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torch.nn.parameter import UninitializedParameter
+
 from snl_train.gates import (NothingToGate, ReLUGate, add_gates, binarize_gates, freeze_gates,
-                             gate_sites, gating_mechanism, remove_gates, site_modules)
+                             gate_parameters, gate_sites, gating_mechanism, remove_gates,
+                             site_modules, weight_parameters)
 from snl_train.sites import module_activation
 
 SCALE = 16  # on the layer before ReLU6, whose input is clamped to [-0.5, 0.75]: reach 6
@@ -266,3 +269,26 @@ def test_a_forward_that_is_no_module_method_is_keyed_from_where_it_starts():
         return model(x)
 
     assert torch.equal(elsewhere(), expected) and torch.equal(model(x), expected)
+
+
+def test_state_dicts_of_unshaped_and_shaped_gates():
+    """Unshaped gates still name their slope in the state dict; keep_vars gives the parameter."""
+    unshaped = add_gates(family_net()).state_dict()
+    assert [k for k in unshaped if k.startswith("snl_gates.")] == [
+        "snl_gates.1.c", "snl_gates.3.c", "snl_gates.5.c"]
+    assert all(isinstance(unshaped[f"snl_gates.{i}.c"], UninitializedParameter) for i in (1, 3, 5))
+    shaped = add_gates(family_net(), example_input=inputs())
+    kept = shaped.state_dict(keep_vars=True)
+    assert all(kept[f"snl_gates.{name}.c"] is gate.c for name, gate in gate_sites(shaped))
+
+
+def test_unshaped_gates_are_named_five_at_most_and_ungated_weights_are_all_parameters():
+    net = nn.Sequential(*[m for _ in range(6) for m in (nn.Linear(2, 2), nn.ReLU())])
+    assert weight_parameters(net) == list(net.parameters())
+    add_gates(net)
+    names = [name for name, _ in gate_sites(net)]
+    assert len(names) == 6
+    with pytest.raises(RuntimeError) as info:
+        gate_parameters(net)
+    assert str(info.value) == (f"gates {names[:5]} are not shaped yet; call "
+                               "materialize_gates(model, example_input) first")
