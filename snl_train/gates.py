@@ -28,8 +28,9 @@ routes every activation call to its gate, by one of two mechanisms:
 
 * ``"fx"``: the model is traced with ``torch.fx`` and every activation node becomes a call to
   its gate; the generated forward runs with no overhead. Used only when it is faithful: the
-  traced graph is the same in training and eval mode (no ``self.training`` branches frozen
-  into it) and, given ``example_input``, it has exactly the activation calls that run;
+  model has no instance-level forward (fx traces the class's), the traced graph is the same
+  in training and eval mode (no ``self.training`` branches frozen into it) and, given
+  ``example_input``, it has exactly the activation calls that run;
 * ``"runtime"``: the model's own forward runs under a ``TorchFunctionMode`` that sends each
   activation call to the gate of its call site (:class:`snl_train.sites.CallSites`). Python
   control flow, ``self.training`` branches, randomness (dropout, drop-path), modules reused at
@@ -395,6 +396,9 @@ def _trace_in_mode(model: nn.Module, training: bool) -> tuple[fx.GraphModule, li
 
 def _fx_plan(model: nn.Module, discovery: Discovery | None):
     """``(graph, sites)`` when tracing gates ``model`` faithfully, else the reason it does not."""
+    if "forward" in model.__dict__:
+        # torch.fx traces the class's forward; the instance's own would be silently replaced.
+        return "it has an instance-level forward, which torch.fx does not trace"
     try:
         gm, sites = _trace_in_mode(model, False)
         train_gm, _ = _trace_in_mode(model, True)

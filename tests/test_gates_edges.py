@@ -292,3 +292,62 @@ def test_unshaped_gates_are_named_five_at_most_and_ungated_weights_are_all_param
         gate_parameters(net)
     assert str(info.value) == (f"gates {names[:5]} are not shaped yet; call "
                                "materialize_gates(model, example_input) first")
+
+
+class Rewired(nn.Module):
+    """Traced graphs a gate must rewire exactly: a keyword input, an input read again after a
+    ReLU, in-place ReLUs whose input was read before them (by an earlier gate, by a sum), and
+    a parameter read directly (a get_attr node that is not a tracer-made constant)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 6)
+        self.scale = nn.Parameter(torch.linspace(0.5, 2.0, 6))
+
+    def forward(self, x):
+        h = self.fc1(x)
+        a = torch.relu(input=h) * self.scale  # keyword input
+        F.relu(h, inplace=True)  # h is read above by a gate, a node added while gating
+        d = a - 0.5
+        b = F.relu(d) + d  # d is read again after its ReLU: it stays d
+        s = b.sum(1, keepdim=True)  # read before the in-place ReLU below
+        F.relu(b, inplace=True)
+        return self.fc2(b) + s + h
+
+
+def test_traced_gates_rewire_keyword_reused_and_in_place_inputs_exactly():
+    """At c = 1 the gated graph computes the original; at c = 0 every ReLU is the identity."""
+    torch.manual_seed(0)
+    model, x = Rewired(), inputs()
+    gated = add_gates(copy.deepcopy(model), example_input=x)
+    assert gating_mechanism(gated)[0] == "fx" and len(gate_sites(gated)) == 4
+    assert not hasattr(gated.snl_gates, "_constants")  # the parameter stays the model's own
+    out0, gx0, gw0 = forward_backward(model, x)
+    out1, gx1, gw1 = forward_backward(gated, x)
+    assert torch.equal(out0, out1) and torch.equal(gx0, gx1)
+    assert all(torch.equal(gw0[k], gw1[k]) for k in gw0)
+    with torch.no_grad():
+        for _, gate in gate_sites(gated):
+            gate.c.zero_()
+        h = model.fc1(x)
+        a = h * model.scale
+        b = 2 * (a - 0.5)
+        assert torch.allclose(gated(x), model.fc2(b) + b.sum(1, keepdim=True) + h, atol=1e-6)
+
+
+def _reversed(self, x):
+    return self[1](self[0](x.flip(1)))
+
+
+def test_a_sequential_with_an_instance_forward_is_gated_through_that_forward():
+    torch.manual_seed(0)
+    net, x = nn.Sequential(nn.Linear(4, 3), nn.ReLU()), inputs()
+    net.forward = types.MethodType(_reversed, net)
+    expected = net(x)
+    add_gates(net, example_input=x)
+    assert gating_mechanism(net) == ("runtime", "it has an instance-level forward, which torch.fx "
+                                                "does not trace")
+    assert torch.equal(net(x), expected)
+    with torch.no_grad():
+        gate_sites(net)[0][1].c.zero_()
+        assert torch.equal(net(x), net[0](x.flip(1)))
