@@ -351,3 +351,13 @@ def test_a_sequential_with_an_instance_forward_is_gated_through_that_forward():
     with torch.no_grad():
         gate_sites(net)[0][1].c.zero_()
         assert torch.equal(net(x), net[0](x.flip(1)))
+
+
+def test_a_gate_prints_its_settings_its_activation_unless_relu_and_its_shape():
+    leaky = module_activation(nn.LeakyReLU(0.2))
+    gate = ReLUGate("channel", "zero", leaky)
+    assert repr(gate) == (f"ReLUGate(granularity='channel', variant='zero', activation={leaky!r}, "
+                          "c=unshaped)")
+    gate(torch.zeros(2, 3, 4))
+    assert repr(gate).endswith(", c=(3, 1))")
+    assert repr(ReLUGate()) == "ReLUGate(granularity='pixel', variant='linearize', c=unshaped)"
