@@ -294,10 +294,14 @@ def test_unshaped_gates_are_named_five_at_most_and_ungated_weights_are_all_param
                                "materialize_gates(model, example_input) first")
 
 
+OFFSET = torch.linspace(-1.0, 1.0, 6)  # a global tensor: fx makes it a tracer-made constant
+
+
 class Rewired(nn.Module):
     """Traced graphs a gate must rewire exactly: a keyword input, an input read again after a
     ReLU, in-place ReLUs whose input was read before them (by an earlier gate, by a sum), and
-    a parameter read directly (a get_attr node that is not a tracer-made constant)."""
+    parameters read directly, one of a submodule (get_attr nodes that are not tracer-made
+    constants), and a global tensor (a tracer-made constant)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -305,14 +309,14 @@ class Rewired(nn.Module):
         self.scale = nn.Parameter(torch.linspace(0.5, 2.0, 6))
 
     def forward(self, x):
-        h = self.fc1(x)
+        h = self.fc1(x) + OFFSET
         a = torch.relu(input=h) * self.scale  # keyword input
         F.relu(h, inplace=True)  # h is read above by a gate, a node added while gating
         d = a - 0.5
         b = F.relu(d) + d  # d is read again after its ReLU: it stays d
         s = b.sum(1, keepdim=True)  # read before the in-place ReLU below
         F.relu(b, inplace=True)
-        return self.fc2(b) + s + h
+        return self.fc2(b) + s + h * self.fc2.bias
 
 
 def test_traced_gates_rewire_keyword_reused_and_in_place_inputs_exactly():
@@ -321,7 +325,11 @@ def test_traced_gates_rewire_keyword_reused_and_in_place_inputs_exactly():
     model, x = Rewired(), inputs()
     gated = add_gates(copy.deepcopy(model), example_input=x)
     assert gating_mechanism(gated)[0] == "fx" and len(gate_sites(gated)) == 4
-    assert not hasattr(gated.snl_gates, "_constants")  # the parameter stays the model's own
+    # only the global tensor is moved, as a buffer left out of the state dict; the
+    # parameters stay the model's own
+    assert [name for name, _ in gated.snl_gates._constants.named_buffers()] == ["_tensor_constant0"]
+    assert gated.state_dict().keys() == model.state_dict().keys() | {
+        f"snl_gates.{name}.c" for name, _ in gate_sites(gated)}
     out0, gx0, gw0 = forward_backward(model, x)
     out1, gx1, gw1 = forward_backward(gated, x)
     assert torch.equal(out0, out1) and torch.equal(gx0, gx1)
@@ -329,10 +337,11 @@ def test_traced_gates_rewire_keyword_reused_and_in_place_inputs_exactly():
     with torch.no_grad():
         for _, gate in gate_sites(gated):
             gate.c.zero_()
-        h = model.fc1(x)
+        h = model.fc1(x) + OFFSET
         a = h * model.scale
         b = 2 * (a - 0.5)
-        assert torch.allclose(gated(x), model.fc2(b) + b.sum(1, keepdim=True) + h, atol=1e-6)
+        expected = model.fc2(b) + b.sum(1, keepdim=True) + h * model.fc2.bias
+        assert torch.allclose(gated(x), expected, atol=1e-6)
 
 
 def _reversed(self, x):
