@@ -370,3 +370,35 @@ def test_a_gate_prints_its_settings_its_activation_unless_relu_and_its_shape():
     gate(torch.zeros(2, 3, 4))
     assert repr(gate).endswith(", c=(3, 1))")
     assert repr(ReLUGate()) == "ReLUGate(granularity='pixel', variant='linearize', c=unshaped)"
+
+
+class InPlaceBranch(nn.Module):
+    """An in-place ReLU and a GELU behind a data-dependent branch (gated at run time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.act = nn.Linear(4, 6), nn.Linear(6, 2), nn.GELU()
+
+    def forward(self, x):
+        h = self.fc1(x)
+        if h.abs().sum() >= 0:
+            F.relu(h, inplace=True)
+        return self.act(self.fc2(h))
+
+
+def test_an_excluded_in_place_site_stays_in_place_and_warnings_name_the_model_and_caller():
+    torch.manual_seed(0)
+    model, x = InPlaceBranch(), inputs()
+    expected = model(x)
+    with pytest.warns(UserWarning) as record:
+        add_gates(model, exclude=["*"], example_input=x)
+    assert str(record[0].message) == (
+        "add_gates: InPlaceBranch also calls GELU x1: activations SNL gates cannot linearize; "
+        "they are neither gated nor counted in the ReLU budget")
+    assert record[0].filename == __file__  # attributed to the caller of add_gates
+    ((_, module),) = site_modules(model)
+    assert type(module) is nn.ReLU and module.inplace is True
+    assert torch.equal(model(x), expected)
+    with pytest.raises(ValueError, match="^expected a model gated by add_gates, got an ungated "
+                                         "Linear$"):
+        remove_gates(nn.Linear(2, 2))
