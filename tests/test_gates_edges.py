@@ -402,3 +402,49 @@ def test_an_excluded_in_place_site_stays_in_place_and_warnings_name_the_model_an
     with pytest.raises(ValueError, match="^expected a model gated by add_gates, got an ungated "
                                          "Linear$"):
         remove_gates(nn.Linear(2, 2))
+
+
+class TraceFails(nn.Module):
+    """Raises ``message`` while fx traces it; runs normally otherwise."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.fc, self.message = nn.Linear(4, 3), message
+
+    def forward(self, x):
+        if isinstance(x, torch.fx.Proxy):
+            raise TypeError(self.message)
+        return F.relu(self.fc(x))
+
+
+class TrainingBranch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = F.relu(self.fc(x))
+        return h * 2 if self.training else h
+
+
+@pytest.mark.parametrize("message, shown", [
+    ("w" * 300 + "\nsecond line", "w" * 200),  # the first line, at most 200 characters
+    ("  \n", "")])
+def test_why_tracing_was_not_used_is_reported_exactly(message, shown):
+    x = inputs()
+    model = add_gates(TraceFails(message), example_input=x)
+    assert gating_mechanism(model) == ("runtime", f"torch.fx cannot trace it (TypeError: {shown})")
+    assert gating_mechanism(add_gates(TrainingBranch(), example_input=x)) == (
+        "runtime", "its traced forward differs between training and eval mode")
+
+
+def test_add_gates_refusals_are_exact():
+    model = add_gates(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
+    with pytest.raises(ValueError, match="^add_gates: the model is already gated; call "
+                                         "remove_gates first$"):
+        add_gates(model)
+    taken = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    taken.snl_gates = 1
+    with pytest.raises(ValueError, match="^add_gates: the model already has an attribute "
+                                         "'snl_gates'$"):
+        add_gates(taken)
