@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from torch.nn.parameter import UninitializedParameter
 
-from snl_train.gates import (NothingToGate, ReLUGate, add_gates, binarize_gates, freeze_gates,
+from snl_train.gates import (GatingError, NothingToGate, ReLUGate, add_gates, binarize_gates, freeze_gates,
                              gate_parameters, gate_sites, gating_mechanism, remove_gates,
                              site_modules, weight_parameters)
 from snl_train.sites import module_activation
@@ -448,3 +448,13 @@ def test_add_gates_refusals_are_exact():
     with pytest.raises(ValueError, match="^add_gates: the model already has an attribute "
                                          "'snl_gates'$"):
         add_gates(taken)
+
+
+def test_without_an_example_input_the_traced_graph_decides_what_is_refused_or_warned():
+    with pytest.warns(UserWarning, match="^add_gates: Sequential also calls GELU x1: "):
+        add_gates(nn.Sequential(nn.Linear(2, 2), nn.GELU(), nn.ReLU()))
+    with pytest.raises(GatingError) as info:
+        add_gates(TraceFails("boom"))
+    assert str(info.value) == ("add_gates: TraceFails cannot be gated by tracing: torch.fx cannot "
+                               "trace it (TypeError: boom); pass example_input so its activation "
+                               "calls are found at run time")
