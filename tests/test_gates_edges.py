@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from torch.nn.parameter import UninitializedParameter
 
-from snl_train.gates import (GatingError, NothingToGate, ReLUGate, add_gates, binarize_gates, freeze_gates,
-                             gate_parameters, gate_sites, gating_mechanism, remove_gates,
-                             site_modules, weight_parameters)
+from snl_train.gates import (GatingError, NothingToGate, ReLUGate, add_gates, binarize_gates,
+                             freeze_gates, gate_parameters, gate_sites, gating_mechanism,
+                             remove_gates, site_modules, weight_parameters)
 from snl_train.sites import module_activation
 
 SCALE = 16  # on the layer before ReLU6, whose input is clamped to [-0.5, 0.75]: reach 6
@@ -458,3 +458,17 @@ def test_without_an_example_input_the_traced_graph_decides_what_is_refused_or_wa
     assert str(info.value) == ("add_gates: TraceFails cannot be gated by tracing: torch.fx cannot "
                                "trace it (TypeError: boom); pass example_input so its activation "
                                "calls are found at run time")
+
+
+def test_traced_excluded_sites_run_out_of_place_and_bad_variants_are_named():
+    """Traced, an excluded site's module must not write into its input (the graph reads it
+    again); its output is the original's with every other gate at c = 1."""
+    torch.manual_seed(0)
+    model, x = Rewired(), inputs()
+    gated = add_gates(copy.deepcopy(model), exclude=["relu_2"], example_input=x)
+    assert gating_mechanism(gated)[0] == "fx" and site_modules(gated)[2][0] == "relu_2"
+    with torch.no_grad():
+        assert torch.equal(gated(x), model(x))
+    with pytest.raises(ValueError, match=r"^variant must be one of \('linearize', 'zero'\), "
+                                         r"got 'bogus'$"):
+        ReLUGate(variant="bogus")
