@@ -5,6 +5,7 @@ epsilon, the channel-wise shape check, and excluded sites left as torch's own mo
 from __future__ import annotations
 
 import copy
+import os
 import types
 
 import pytest
@@ -395,7 +396,8 @@ def test_an_excluded_in_place_site_stays_in_place_and_warnings_name_the_model_an
     assert str(record[0].message) == (
         "add_gates: InPlaceBranch also calls GELU x1: activations SNL gates cannot linearize; "
         "they are neither gated nor counted in the ReLU budget")
-    assert record[0].filename == __file__  # attributed to the caller of add_gates
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut adds a wrapper frame around add_gates
+        assert record[0].filename == __file__  # attributed to the caller of add_gates
     ((_, module),) = site_modules(model)
     assert type(module) is nn.ReLU and module.inplace is True
     assert torch.equal(model(x), expected)
