@@ -474,3 +474,14 @@ def test_traced_excluded_sites_run_out_of_place_and_bad_variants_are_named():
     with pytest.raises(ValueError, match=r"^variant must be one of \('linearize', 'zero'\), "
                                          r"got 'bogus'$"):
         ReLUGate(variant="bogus")
+
+
+def test_a_state_dict_missing_a_slope_or_of_the_wrong_shape_is_refused_by_torch():
+    torch.manual_seed(0)
+    source = add_gates(family_net(), example_input=inputs()).state_dict()
+    missing = {k: v for k, v in source.items() if k != "snl_gates.3.c"}
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\) in state_dict: \"snl_gates.3.c\""):
+        add_gates(family_net()).load_state_dict(missing)
+    wrong = dict(source, **{"snl_gates.3.c": torch.ones(4)})
+    with pytest.raises(RuntimeError, match="size mismatch for snl_gates.3.c"):
+        add_gates(family_net(), example_input=inputs()).load_state_dict(wrong)
