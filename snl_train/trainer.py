@@ -476,6 +476,8 @@ class Trainer:
         training_only = sum(s.total for s in self.training_only)
         self.log(f"{self.data.name}: {len(self.data.train)} train / {len(self.data.test)} test; "
                  f"{self.config.model} with {relu_total} ReLUs, budget {self.budget}"
+                 + (f" (the most a network within the latency budget of "
+                    f"{self.config.latency_budget:g} s keeps)" if self.latency is not None else "")
                  + (f" ({training_only} more run only in training, not counted)" if training_only else ""))
         self._checkpoint()
 
@@ -509,9 +511,10 @@ class Trainer:
             self._binarize()
             freeze_gates(self.model)
             counts = self._site_counts()
-            self.log(f"binarized: {sum(s.kept for s in counts)} of {sum(s.total for s in counts)} "
-                     f"ReLUs kept")
-            if self.latency is not None:
+            if self.latency is None:
+                self.log(f"binarized: {sum(s.kept for s in counts)} of "
+                         f"{sum(s.total for s in counts)} ReLUs kept")
+            else:
                 self.log(self._latency_line("binarized"))
             self.stage = "finetune"
         else:
