@@ -68,7 +68,8 @@ def check_latency_args(args) -> None:
                if getattr(args, name, None) is not None]
     if getattr(args, "latency_budget", None) is None:
         if options:
-            raise UsageError(f"{', '.join(options)} only apply with --latency-budget (see --help)")
+            verb = "applies" if len(options) == 1 else "apply"
+            raise UsageError(f"{' and '.join(options)} only {verb} with --latency-budget (see --help)")
         return
     profile = getattr(args, "cost_profile", None)
     if profile is not None and (profile.endswith(".json") or os.sep in profile):

@@ -234,7 +234,7 @@ def test_measured_latency_joins_the_estimate_in_result_json(tmp_path):
 @pytest.mark.parametrize("argv, fragment", [
     (["--latency-budget=-0.1"], "--latency-budget: must be >= 0"),
     (["--latency-budget", "0.2", "--budget", "3"], "give exactly one of --budget N, --budget-fraction F or --latency-budget"),
-    (["--budget", "3", "--network", "wan"], "--network only apply with --latency-budget"),
+    (["--budget", "3", "--network", "wan"], "--network only applies with --latency-budget"),
     (["--latency-budget", "0.2", "--network", "moon"], "invalid choice: 'moon'"),
     (["--latency-budget", "0.2", "--cost-profile", "nowhere/p.json"], "cannot read --cost-profile"),
     (["--latency-budget", "0.2", "--group-penalty", "-1"], "--group-penalty: must be in [0, 1000000]"),
