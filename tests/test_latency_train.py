@@ -102,6 +102,18 @@ def _best_kept(available, budget, beta, rho, linear):
     return best
 
 
+def _fewest_sites(available, budget, beta, rho, linear, most):
+    """Brute force: the fewest active sites of any choice that keeps ``most`` ReLUs."""
+    fewest = len(available)
+    for active in itertools.product((0, 1), repeat=len(available)):
+        spare = budget - linear - rho * sum(active)
+        if spare >= 0:
+            affordable = spare // beta if beta else math.inf
+            if min(affordable, sum(a for a, on in zip(available, active) if on)) == most:
+                fewest = min(fewest, sum(active))
+    return fewest
+
+
 SLOPES = st.lists(st.sampled_from([-0.5, 0.0, 0.005, 0.3, 0.7, 1.0]), min_size=13, max_size=13)
 
 
@@ -110,10 +122,12 @@ SLOPES = st.lists(st.sampled_from([-0.5, 0.0, 0.005, 0.3, 0.7, 1.0]), min_size=1
 @example([1.0] * 13, 14, 1, 5, 0)  # emptying two sites keeps 6 ReLUs; all three would keep 0
 @example([1.0] * 6 + [0.3] * 4 + [0.005] * 3, 23, 1, 5, 0)  # two sites: 10 > 6 + ... fits exactly
 @example([1.0] * 13, 40, 0, 12, 3)  # ReLUs are free: every site keeps everything it can afford
+@example([0.3] * 6 + [1.0] * 4 + [0.0] * 3, 16, 1, 5, 0)  # 6 ReLUs in one site or in two: one
 def test_binarization_keeps_the_budget_and_the_most_relus(values, budget, beta, rho, linear):
     """Within the budget under the cost model, every kept slope was above epsilon, and as
     many ReLUs kept as the best choice of active sites allows (emptying sites when that keeps
-    more), whatever the search left (here: any slopes, as at its epoch limit)."""
+    more; of choices keeping as many, one with the fewest sites), whatever the search left
+    (here: any slopes, as at its epoch limit)."""
     net = _gated_mlp(values)
     plan = _plan(net, max(budget, linear), beta, rho, linear)
     before = [c.detach().clone() for c in gate_parameters(net)]
@@ -121,7 +135,10 @@ def test_binarization_keeps_the_budget_and_the_most_relus(values, budget, beta, 
     assert plan.estimate(counts) <= plan.budget
     available = [int((c > 0.01).sum()) for c in before]
     kept = [int(c.sum()) for c in gate_parameters(net)]
-    assert sum(kept) == _best_kept(available, plan.budget, beta, rho, linear)
+    most = _best_kept(available, plan.budget, beta, rho, linear)
+    assert sum(kept) == most
+    # ties go to fewer sites: no more sites keep ReLUs than the fewest that keep as many
+    assert sum(k > 0 for k in kept) <= _fewest_sites(available, plan.budget, beta, rho, linear, most)
     for c, old in zip(gate_parameters(net), before):
         assert set(c.flatten().tolist()) <= {0.0, 1.0}
         assert bool((old[c == 1] > 0.01).all())
