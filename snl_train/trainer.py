@@ -458,6 +458,10 @@ class Trainer:
         self.site_totals = relu_counts(self.model, self.example_input)
         self.total = relu_total = sum(s.total for s in self.site_totals)
         self._probe_gates()  # a model that cannot be gated is refused now, not after pretraining
+        if self.config.compile and self.mechanism[0] == "runtime":
+            self.log("warning: --compile: this model is gated at run time (torch.fx cannot trace "
+                     "it faithfully), which torch.compile cannot run; pretraining is compiled, "
+                     "the search and finetuning run eagerly")
         if self.config.latency_budget is None:
             self.budget = resolve_budget(relu_total, self.config.budget, self.config.budget_fraction)
         else:
@@ -557,8 +561,13 @@ class Trainer:
         self.train_module = self.model
         if self.dist is not None and self.optimizer is not None:
             self.train_module = self.dist.wrap(self.model, self.example_input)
-        if self.config.compile and self.optimizer is not None:
+        if self.config.compile and self.optimizer is not None and not self._runtime_gated():
             self.train_module = CompiledForBatch(self.train_module)
+
+    def _runtime_gated(self) -> bool:
+        """The model is gated at run time (not traceable by torch.fx): torch.compile cannot
+        run its call-site interceptor, so --compile leaves its gated stages eager."""
+        return is_gated(self.model) and gating_mechanism(self.model)[0] == "runtime"
 
     def _probe_gates(self) -> None:
         """Gate the model once and remove the gates again: refuses a model with nothing to gate

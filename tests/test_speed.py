@@ -323,3 +323,20 @@ def test_speed_options_reach_the_config(tmp_path, capsys):
     config = json.loads((tmp_path / "result.json").read_text())["config"]
     assert (config["amp"], config["compile"], config["channels_last"], config["device_data"]) == (
         "bf16", False, True, False)
+
+
+def test_compile_with_a_model_gated_at_run_time_runs_its_gated_stages_eagerly(tmp_path, capsys):
+    """torch.compile cannot run the run-time gating interceptor (its call-site keys come from
+    Python frames): --compile on such a model says so once and trains the gated stages
+    eagerly instead of failing after pretraining."""
+    code = main(["--model", "snl_train.replicas:aux_head_net", "--model-args", '{"width": 2}',
+                 "--dataset", "random", "--input-shape", "3,8,8", "--classes", "3",
+                 "--pretrain-epochs", "0", "--search-epochs", "1", "--finetune-epochs", "1",
+                 "--batch-size", "16", "--threads", "1", "--budget", "40", "--compile",
+                 "--out", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    assert out.count("warning: --compile: this model is gated at run time") == 1
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["gating"]["mechanism"] == "runtime" and result["config"]["compile"]
+    assert result["relu_count"] <= result["relu_budget"]
