@@ -59,7 +59,8 @@ from .gates import (add_gates, freeze_gates, gate_parameters, gate_sites, gating
                     remove_gates, unsupported_activations, weight_parameters)
 from .recipes import (RECIPES, better, cosine_lr, official_kd_loss, official_next_lambda,
                       split_dataset, validation_indices)
-from .speed import CompiledForBatch, Precision, check_options, place_input, place_model
+from .speed import (CompiledForBatch, Precision, check_options, place_input, place_model,
+                    precision_warning)
 
 STAGES = ("pretrain", "search", "finetune", "done")
 
@@ -410,6 +411,9 @@ class Trainer:
         cfg = self.config
         check_options(cfg.amp, cfg.compile, self.device)
         self.precision = Precision(cfg.amp, self.device)
+        warning = precision_warning(cfg.amp, self.device)
+        if warning:
+            self.log(warning)
         self.model_factory = lambda: place_model(model_factory(), cfg.channels_last)
         self.train_data, self.test_data = self.data.train, self.data.test
         if cfg.device_data and self.dist is None:  # torchrun ranks keep their samplers

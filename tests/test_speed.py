@@ -340,3 +340,23 @@ def test_compile_with_a_model_gated_at_run_time_runs_its_gated_stages_eagerly(tm
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["gating"]["mechanism"] == "runtime" and result["config"]["compile"]
     assert result["relu_count"] <= result["relu_budget"]
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(tmp_path):
+    """bf16 runs on any CPU, but without avx512_bf16 / amx_bf16 it is emulated and slow: the
+    trainer says so; with either flag, on a GPU, or where the flags cannot be read, it does not."""
+    from snl_train.speed import cpu_has_native_bf16, precision_warning
+
+    plain, native, amx = tmp_path / "avx2", tmp_path / "avx512", tmp_path / "amx"
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n")
+    native.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    amx.write_text("flags\t\t: fpu avx2 amx_tile amx_bf16\n")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert cpu_has_native_bf16(str(plain)) is False
+    assert cpu_has_native_bf16(str(native)) is True and cpu_has_native_bf16(str(amx)) is True
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is None
+    assert "emulated" in precision_warning("bf16", cpu, str(plain))
+    assert precision_warning("bf16", cpu, str(native)) is None
+    assert precision_warning("bf16", cpu, str(tmp_path / "missing")) is None
+    assert precision_warning("off", cpu, str(plain)) is None
+    assert precision_warning("bf16", cuda, str(plain)) is None
