@@ -36,6 +36,8 @@ bench: setup
 	$(PY) benchmarks/cli_startup.py
 	$(PY) benchmarks/pieces.py
 	$(PY) benchmarks/gates.py
+	$(PY) benchmarks/gates.py --compiled-only --threads 1
+	$(PY) benchmarks/data.py
 	$(PY) benchmarks/distributed.py
 	$(PY) benchmarks/private.py --runs runs/private
 

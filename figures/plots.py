@@ -6,7 +6,6 @@ writes ``OUT_DIR/<figure>.png`` and ``.pdf``. Nothing here trains anything.
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .results import ResultsError, read_results  # noqa: E402,F401  (ResultsError: re-exported)
-from .stats import allocation_score, mean_ci, position, summary_table  # noqa: E402
+from .stats import allocation_score, position, summary_table  # noqa: E402
 
 FIGSIZE = (7, 4.5)
 DPI = 120
@@ -314,7 +313,7 @@ def plot_allocation(doc: dict):
                 axes[row][col].set_xlabel("ReLU budget")
         axes[row][0].set_ylabel("digits: test accuracy" if ds == "digits"
                                 else "random labels: fraction memorized")
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes.flat:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
@@ -425,6 +424,63 @@ def _plot_layer_term(ax, fit_rows) -> None:
     ax.legend(fontsize=7, loc="lower right")
 
 
+# ----------------------------------------------------------------------------- latency
+
+LATENCY_STYLES = {"relu-snl": ("SNL, ReLU budget", "#1f77b4", "o"),
+                  "latency-snl": ("SNL, latency budget (+ group penalty)", "#d62728", "s"),
+                  "whole-layer": ("whole-layer linearization", "#7f7f7f", "^")}
+LATENCY_COLUMNS = (("measured", "measured, localhost (2-party CrypTen)"),
+                   ("lan", "cost model, LAN (0.3 ms, 1 Gbit/s)"),
+                   ("wan", "cost model, WAN (80 ms, 100 Mbit/s)"))
+LATENCY_MODELS = {"mlp": "MLP, widths", "convnet": "ConvNet, width"}
+
+
+def plot_latency(doc: dict):
+    """Test accuracy against private-inference latency (batch 1, secret weights) per model
+    (rows) and network (columns: measured on localhost, cost model on LAN and WAN): each
+    method's points (seed mean, min-max bars) and its Pareto front; the pretrained network
+    (every ReLU kept) is whole-layer linearization's first point."""
+    _style()
+    models = [m for m in LATENCY_MODELS if m in doc["by_model"]] + \
+        [m for m in doc["by_model"] if m not in LATENCY_MODELS]
+    widths = {r["model"]: ",".join(map(str, r["widths"])) for r in doc["runs"]}
+    fig, axes = plt.subplots(len(models), len(LATENCY_COLUMNS), squeeze=False,
+                             figsize=(10, 3.2 * len(models) + 0.8))
+    for row, model in enumerate(models):
+        entry = doc["by_model"][model]
+        for col, (net, title) in enumerate(LATENCY_COLUMNS):
+            ax, info = axes[row][col], entry["networks"][net]
+            for method, (label, color, marker) in LATENCY_STYLES.items():
+                mine = [c for c in info["configs"] if c["method"] == method]
+                if not mine:
+                    continue
+                xs = [1000 * c["latency"] for c in mine]
+                ys = [100 * c["accuracy"] for c in mine]
+                err = [[y - 100 * c["accuracy_min"] for y, c in zip(ys, mine)],
+                       [100 * c["accuracy_max"] - y for y, c in zip(ys, mine)]]
+                ax.errorbar(xs, ys, yerr=err, fmt=marker, color=color, ms=4, capsize=2, lw=1,
+                            mfc="none" if method == "whole-layer" else color, label=label)
+                front = info["fronts"][method]
+                ax.step([1000 * c for c, _ in front], [100 * a for _, a in front], where="post",
+                        color=color, lw=1, alpha=0.7)
+            ax.axhline(100 * entry["teacher_test_accuracy"], color="k", ls=":", lw=0.8,
+                       label="pretrained, every ReLU kept")
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title(title)
+            if row == len(models) - 1:
+                ax.set_xlabel("latency per inference, batch 1 (ms)")
+            if col == 0:
+                ax.set_ylabel(f"{LATENCY_MODELS.get(model, model)} {widths.get(model, '')}\n"
+                              "test accuracy (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False)
+    fig.suptitle("Accuracy against private-inference latency (digits; two parties, secret weights, "
+                 "online phase)")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
 # ----------------------------------------------------------------------------- all
 
 FIGURES = (("retention", "retention", plot_retention),
@@ -434,7 +490,8 @@ FIGURES = (("retention", "retention", plot_retention),
            ("distribution", "distribution", plot_distribution),
            ("pareto", "pareto", plot_pareto),
            ("allocation", "allocation", plot_allocation),
-           ("private", "private", plot_private))
+           ("private", "private", plot_private),
+           ("latency", "latency", plot_latency))
 
 
 def render_all(data_dir="figures/data", out_dir="figures", formats=("png", "pdf"),

@@ -17,9 +17,10 @@ from pathlib import Path
 from capacity.cli import UsageError, read_json
 
 #: Results files read: one per experiment (retention_recipes: the recipe / lambda retention rows;
-#: private: the measurements of benchmarks/private.py).
+#: private: the measurements of benchmarks/private.py; latency: accuracy against measured
+#: private-inference latency).
 EXPERIMENTS = ("retention", "retention_recipes", "capacity", "distribution", "pareto", "allocation",
-               "private")
+               "private", "latency")
 #: The list every results file holds: its runs (private.json: the measured networks).
 RUNS_KEY = {"private": "networks"}
 #: Largest results file read (the committed ones are well under 1 MB).

@@ -221,3 +221,58 @@ def paired_table(rows: Sequence[dict], keys: Sequence[str], baseline: str,
                       "difference": diffs, "verdict": verdict,
                       "best": max(methods, key=lambda m: means[m])})
     return table
+
+
+# ----------------------------------------------------------------------------- Pareto fronts
+
+def pareto_front(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, score) points no other point beats (cost <= and score >=, one strictly),
+    in increasing cost.
+
+    Example:
+        >>> pareto_front([(1, 0.9), (2, 0.8), (3, 0.95), (3, 0.9)])
+        [(1, 0.9), (3, 0.95)]
+    """
+    front, best = [], -math.inf
+    for cost, score in sorted(points, key=lambda p: (p[0], -p[1])):
+        if score > best:
+            front.append((cost, score))
+            best = score
+    return front
+
+
+def front_gap(ahead: Sequence[tuple[float, float]], behind: Sequence[tuple[float, float]]) -> dict:
+    """How far the front of ``ahead`` lies beyond the front of ``behind`` (points (cost, score)).
+
+    For each point of ``behind``'s front: the score ``ahead`` reaches at no higher cost minus
+    its score (None where ``ahead`` has nothing that cheap), and the cost ``ahead`` needs for
+    at least its score divided by its cost (None where ``ahead`` never scores that high).
+
+    Returns:
+        {"score_gain_mean", "cost_ratio_median", "dominated", "compared"}: the mean score gain
+        and median cost ratio over the points where they exist (None if nowhere), and how
+        many of ``behind``'s front points a point of ``ahead`` dominates (no higher cost,
+        no lower score, one of them strictly).
+
+    Example:
+        >>> gap = front_gap([(1, 0.9), (2, 0.97)], [(3, 0.95)])
+        >>> round(gap["score_gain_mean"], 3), round(gap["cost_ratio_median"], 3), gap["dominated"]
+        (0.02, 0.667, 1)
+    """
+    import statistics
+
+    mine, theirs = pareto_front(ahead), pareto_front(behind)
+    gains, ratios, dominated = [], [], 0
+    for cost, score in theirs:
+        cheaper = [s for c, s in mine if c <= cost]
+        if cheaper:
+            gains.append(max(cheaper) - score)
+        enough = [c for c, s in mine if s >= score]
+        if enough:
+            ratios.append(min(enough) / cost if cost > 0 else None)
+        if any(c <= cost and s >= score and (c < cost or s > score) for c, s in mine):
+            dominated += 1
+    ratios = [r for r in ratios if r is not None]
+    return {"score_gain_mean": statistics.fmean(gains) if gains else None,
+            "cost_ratio_median": statistics.median(ratios) if ratios else None,
+            "dominated": dominated, "compared": len(theirs)}

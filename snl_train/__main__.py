@@ -52,6 +52,10 @@ _epsilon = number(0, below=1)
 _kappa = number(1)
 _classes = integer(2, 1_000_000)
 _holdout = number(0, below=1)
+_seconds = number(0)
+_group_weight = number(0, 1_000_000)
+#: --network's choices (snl_train.latency.NETWORKS, named here to keep torch out of --help).
+NETWORKS = ("localhost", "lan", "wan")
 
 
 def _json_object(text: str) -> dict:
@@ -95,10 +99,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--budget", metavar="N", type=_nonneg_int, help="ReLUs per sample to keep, e.g. 60")
     b.add_argument("--budget-fraction", metavar="F", type=_fraction,
                    help="budget as a fraction of the model's ReLU count, e.g. 0.1")
+    b.add_argument("--latency-budget", metavar="SECONDS", type=_seconds,
+                   help="instead of a ReLU count: estimated seconds per private inference "
+                        "(two-party MPC, batch 1, secret weights) under the cost profile on "
+                        "--network; the search stops and binarization keeps within it")
     b.add_argument("--allocation", default="learned", metavar="A",
                    help="ReLUs kept per site: learned (SNL's own, default), paper (Theorem 2 "
                         "boxed; two-hidden-layer MLPs), sharp (water-filling of the sharp bound), "
                         "uniform (the same fraction per site) or FILE.json of {site: count}")
+    lat = p.add_argument_group("latency budget (with --latency-budget)")
+    lat.add_argument("--network", choices=NETWORKS, default=None,
+                     help="the network the cost model prices: localhost (this machine's measured "
+                          "loopback, default), lan (0.3 ms, 1 Gbit/s) or wan (80 ms, 100 Mbit/s)")
+    lat.add_argument("--cost-profile", metavar="PROFILE", default=None,
+                     help="measured MPC cost profile: a name in snl_train/profiles or a JSON file "
+                          "(default crypten-2pc)")
+    lat.add_argument("--group-penalty", metavar="W", type=_group_weight, default=None,
+                     help="weight of the per-site group penalty lambda * W * rho/beta * "
+                          "sum_sites ||c_s||_2 / sqrt(n_s), which empties whole sites "
+                          "(default 1; 0: the search's sum |c| alone)")
     s = p.add_argument_group("SNL search (Algorithm 1)")
     s.add_argument("--recipe", choices=("paper", "official"), default="paper",
                    help="paper: Algorithm 1 as printed (default); official: the paper's public "
@@ -185,6 +204,11 @@ def config_from_args(args):
     if args.recipe == "official":
         official_defaults(cfg)
     cfg.validation_fraction = args.validation_fraction
+    cfg.latency_budget = args.latency_budget
+    for value, attr in ((args.network, "network"), (args.cost_profile, "cost_profile"),
+                        (args.group_penalty, "group_penalty")):
+        if value is not None:
+            setattr(cfg, attr, value)
     s, p, f = cfg.search, cfg.pretrain, cfg.finetune
     s.lam, s.kappa, s.epsilon, s.lr = args.lam, args.kappa, args.epsilon, args.lr
     s.granularity, s.variant, s.from_scratch = args.granularity, args.variant, args.from_scratch
@@ -294,6 +318,11 @@ def _run(args) -> int:
     out(f"result: {result['relu_count']} of {result['relu_total']} ReLUs kept (budget "
         f"{result['relu_budget']}), test accuracy {result['test_accuracy']:.4f} (teacher "
         f"{result['teacher_test_accuracy']:.4f}), online latency {result['online_latency_s']:.4f} s")
+    if "latency_budget" in result:
+        lat = result["latency_budget"]
+        out(f"latency: estimated {lat['estimated_seconds']:.4f} s per private inference on "
+            f"{lat['network']} (budget {lat['budget_seconds']:.4f} s; linear layers "
+            f"{lat['fixed_seconds']:.4f} s), ReLUs kept in {lat['active_sites']} of {lat['sites']} sites")
     if "learned_alpha" in result:
         pred = result["predicted"]
         kept = "learned" if cfg.allocation == "learned" else f"kept ({result['allocation']['kind']})"

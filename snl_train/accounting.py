@@ -227,7 +227,7 @@ from pathlib import Path  # noqa: E402
 
 __all__ += ["PrivateLayer", "NetworkPreset", "NETWORK_PRESETS", "ModeCosts", "CostProfile",
             "load_cost_profile", "network_preset", "relu_layer_cost", "private_cost",
-            "DEFAULT_PROFILE", "PROFILE_DIR"]
+            "DEFAULT_PROFILE", "PROFILE_DIR", "relu_prices", "latency_cost_model"]
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 DEFAULT_PROFILE = "crypten-2pc"
@@ -367,11 +367,33 @@ def relu_layer_cost(kept: int, profile: CostProfile, network: str | NetworkPrese
         raise ValueError(f"need kept >= 0 and batch_size >= 1, got {kept} and {batch_size}")
     if kept == 0:
         return {"bytes": 0, "rounds": 0, "compute_seconds": 0.0, "seconds": 0.0}
+    mode = _mode_costs(profile, weights)
+    per_relu, per_layer = relu_prices(profile, network, batch_size, weights)
+    return {"bytes": profile.bytes_per_relu * kept * batch_size,
+            "rounds": profile.rounds_per_relu_layer,
+            "compute_seconds": mode.seconds_per_relu_layer + mode.seconds_per_relu * kept * batch_size,
+            "seconds": per_layer + per_relu * kept}
+
+
+def relu_prices(profile: CostProfile, network: str | NetworkPreset = "localhost",
+                batch_size: int = 1, weights: str = "secret") -> tuple[float, float]:
+    """(beta, rho): seconds per kept ReLU (per sample, for the whole batch) and per ReLU layer
+    that keeps any, each = local compute + rounds x RTT + bytes / bandwidth.
+
+    The one place where the profile's ReLU constants become prices: :func:`relu_layer_cost`
+    (so :func:`private_cost`) and :func:`latency_cost_model` both use it.
+
+    Example:
+        >>> beta, rho = relu_prices(load_cost_profile(), "wan")
+        >>> round(rho, 3), round(rho / beta)
+        (0.763, 17069)
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     net, mode = network_preset(network, profile), _mode_costs(profile, weights)
-    nbytes, rounds = profile.bytes_per_relu * kept * batch_size, profile.rounds_per_relu_layer
-    compute = mode.seconds_per_relu_layer + mode.seconds_per_relu * kept * batch_size
-    return {"bytes": nbytes, "rounds": rounds, "compute_seconds": compute,
-            "seconds": compute + rounds * net.rtt + nbytes / net.bandwidth}
+    beta = (mode.seconds_per_relu + profile.bytes_per_relu / net.bandwidth) * batch_size
+    rho = mode.seconds_per_relu_layer + profile.rounds_per_relu_layer * net.rtt
+    return beta, rho
 
 
 def _linear_layer_cost(layer: PrivateLayer, mode: ModeCosts, net: NetworkPreset, batch: int) -> dict:
@@ -432,3 +454,36 @@ def private_cost(layers, outputs: int, profile: CostProfile | None = None,
             "compute_seconds": compute,
             "seconds": mode.seconds_per_inference + sum(p["seconds"] for p in every) + out_seconds,
             "network": net.name, "weights": weights, "batch_size": batch_size}
+
+
+def latency_cost_model(layers, outputs: int, profile: CostProfile | None = None,
+                       network: str | NetworkPreset = "localhost", batch_size: int = 1,
+                       weights: str = "secret"):
+    """The profile priced for one network as :mod:`capacity.latency`'s ``CostModel``.
+
+    per_relu and per_layer are :func:`relu_prices`; linear is what :func:`private_cost` charges
+    for everything but the ReLU layers (linear layers, output, per inference). Each number is
+    the decimal its float prints as, read exactly, so ``capacity.latency.latency(kept, cost)``
+    equals ``private_cost(layers keeping kept)["seconds"]`` up to float rounding, and
+    ``python -m capacity.optimize --cost`` reads the same numbers.
+
+    Args:
+        layers, outputs: as :func:`private_cost` (which ReLUs the layers keep does not matter).
+        profile, network, batch_size, weights: as :func:`private_cost`.
+
+    Example:
+        >>> layers = [PrivateLayer("fc1", "linear", inputs=64, weights=64 * 256, macs=64 * 256),
+        ...           PrivateLayer("relu1", "relu", total=256, kept=10)]
+        >>> cost = latency_cost_model(layers, 10, network="wan")
+        >>> round(float(cost.per_layer), 4), round(float(cost.linear), 4)
+        (0.763, 0.195)
+    """
+    from dataclasses import replace
+
+    from capacity.latency import cost_model
+
+    profile = profile or load_cost_profile()
+    per_relu, per_layer = relu_prices(profile, network, batch_size, weights)
+    empty = [replace(layer, kept=0) if layer.kind == "relu" else layer for layer in layers]
+    linear = private_cost(empty, outputs, profile, network, batch_size, weights)["seconds"]
+    return cost_model(repr(per_relu), repr(per_layer), repr(linear))

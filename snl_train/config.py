@@ -69,6 +69,10 @@ class RunConfig:
     num_workers: int = 0  # DataLoader workers (0 keeps runs bit-reproducible)
     threads: int = 0  # torch CPU threads; 0 leaves torch's default (1 is fastest for tiny models)
     latency_per_1000: float = 0.021  # DELPHI seconds per 1000 ReLUs (Section 4)
+    latency_budget: float | None = None  # seconds per private inference (instead of a ReLU budget)
+    network: str = "localhost"  # the cost model's network for latency_budget: localhost, lan, wan
+    cost_profile: str = "crypten-2pc"  # measured MPC cost profile: a name in snl_train/profiles or a path
+    group_penalty: float = 1.0  # latency_budget: per-site group penalty, in units of rho / beta
     recipe: str = "paper"  # "paper" (Algorithm 1 as printed) or "official" (the public code's)
     validation_fraction: float = 0.1  # official: training share held out to pick the finetune epoch
     amp: str = "off"  # autocast: "off" (fp32), "bf16", "fp16" (CUDA; with a gradient scaler)

@@ -48,7 +48,7 @@ from typing import Callable, Sequence
 from capacity.cli import (CommandParser, UsageError, check_input_dir, check_output_file, command,
                           integer, integer_list, shown, write_text_atomic)
 
-EXPERIMENTS = ("retention", "capacity", "distribution", "pareto", "allocation")
+EXPERIMENTS = ("retention", "capacity", "distribution", "pareto", "allocation", "latency")
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -555,6 +555,381 @@ def fits_alternating(d1: int, d2: int, x: int, y: int, n: int, restarts: int, st
     return False
 
 
+# ----------------------------------------------------------------------------- latency
+
+#: Settings of the latency experiment per model: widths, initial lambda, ReLU budgets of
+#: ReLU-budget SNL, and latency budgets of latency-budget SNL as (active sites k, ReLUs n):
+#: T = linear + k rho + n beta under the localhost cost model of that network, so a budget
+#: says how many sites it pays for. The ConvNet searches with a larger lambda (its count
+#: falls slowly at 1e-4; the search is capped at 150 epochs and binarization keeps any budget).
+LATENCY_SETTINGS = {
+    "mlp": {"widths": [256, 64], "lam": 1e-4, "relu_budgets": [80, 20, 5],
+            "latency_budgets": [[2, 40], [1, 200], [1, 20], [0, 0]]},
+    "convnet": {"widths": [16], "lam": 1e-3, "relu_budgets": [400, 150, 50],
+                "latency_budgets": [[3, 100], [2, 400], [1, 400], [0, 0]]},
+}
+QUICK_LATENCY = {"mlp": {"widths": [16, 8], "lam": 1e-3, "relu_budgets": [10, 6],
+                         "latency_budgets": [[1, 4]]}}
+LATENCY_METHODS = ("relu-snl", "latency-snl", "whole-layer")
+#: Timed secure inferences per network (after one warm-up), interleaved across networks.
+LATENCY_REPEATS = 7
+
+
+def latency_specs(quick: bool = False, seeds: int | None = None, store: str | None = None) -> list[dict]:
+    """One spec per (model, seed): every method of the latency experiment from one pretraining.
+
+    Default: the digits MLP 64-256-64-10 and the ConvNet (width 16) of ``LATENCY_SETTINGS``,
+    3 seeds, 30 pretraining epochs, at most 150 search epochs, 20 finetuning epochs. Quick:
+    a 16-8 MLP, one seed, a few epochs. ``store`` is the directory the runs keep their
+    binarized networks in until they are measured.
+    """
+    settings = QUICK_LATENCY if quick else LATENCY_SETTINGS
+    seeds = (1 if quick else 3) if seeds is None else seeds
+    epochs = ({"pretrain": 2, "search": 6, "finetune": 1} if quick
+              else {"pretrain": 30, "search": 150, "finetune": 20})
+    return [{"experiment": "latency", "model": model, "dataset": "digits", "seed": s,
+             "epochs": epochs, "network": "localhost", "budget": None, "store": store, **setting}
+            for model, setting in settings.items() for s in range(seeds)]
+
+
+def run_latency(spec: dict) -> dict:
+    """Pretrain once; then ReLU-budget SNL, latency-budget SNL and whole-layer linearization
+    from the same pretrained network; one point (kept ReLUs per site, test accuracy, the
+    network's file) per budget.
+
+    Each SNL method searches once, towards its smallest budget; a larger budget branches off
+    (binarize, finetune) from the checkpoint of the first search epoch that reached it, which
+    is exactly the run ``python -m snl_train`` with that budget makes (same seed, same
+    lambda schedule up to there). Latency budgets are (sites, ReLUs) pairs, converted to
+    seconds by :func:`latency_seconds`.
+    """
+    start = time.perf_counter()
+    store = Path(spec["store"]) / f"{spec['model']}-seed{spec['seed']}"
+    store.mkdir(parents=True, exist_ok=True)
+    pretrained = store / "pretrained.pt"
+    relu = _latency_sweep(spec, "relu-snl", sorted(spec["relu_budgets"], reverse=True), store, pretrained)
+    trainer = relu[0][1]
+    budgets = {latency_seconds(trainer, k, n): [k, n] for k, n in spec["latency_budgets"]}
+    lat = _latency_sweep(spec, "latency-snl", sorted(budgets, reverse=True), store, pretrained)
+    points = [_snl_point("relu-snl", b, t, r) for b, t, r in relu]
+    points += [{**_snl_point("latency-snl", b, t, r), "sites_relus": budgets[b],
+                "estimated_seconds": r["latency_budget"]["estimated_seconds"]} for b, t, r in lat]
+    points += _whole_layer_points(spec, trainer, store)
+    fields = {k: v for k, v in _spec_fields(spec).items() if k not in ("store", "budget")}
+    return {**fields, "points": points,
+            "teacher_test_accuracy": relu[0][2]["teacher_test_accuracy"],
+            "seconds": time.perf_counter() - start}
+
+
+def latency_seconds(trainer, sites: int, relus: int) -> float:
+    """T = linear + sites x rho + relus x beta (seconds) for ``trainer``'s network on localhost."""
+    from .latency import latency_plan
+
+    probe = trainer.teacher if trainer.teacher is not None else trainer.model
+    cost = latency_plan(probe, trainer.example_input, 1e6, "localhost").cost
+    return float(cost.linear + sites * cost.per_layer + relus * cost.per_relu)
+
+
+def _latency_config(spec: dict, method: str, budget):
+    cfg = _run_config({**spec, "budget": budget if method == "relu-snl" else None})
+    if method == "latency-snl":
+        cfg.latency_budget, cfg.network = budget, spec["network"]
+    return cfg
+
+
+def _latency_sweep(spec: dict, method: str, budgets: list, store: Path, pretrained: Path) -> list:
+    """[(budget, trainer, result)] of one SNL method at ``budgets`` (decreasing); the first
+    method to run leaves its pretrained checkpoint at ``pretrained``, later ones start there."""
+    import shutil
+
+    from .accounting import relu_counts
+
+    out = store / f"{method}-{len(budgets) - 1}"
+    trainer = _trainer(spec, _latency_config(spec, method, budgets[-1]), out_dir=out)
+    snapshots: dict = {}
+
+    def reached(t, b) -> bool:
+        counts = relu_counts(t.model, t.example_input, t.config.search.epsilon)
+        if method == "relu-snl":
+            return sum(c.kept for c in counts) <= b
+        from fractions import Fraction
+        return t.latency.estimate(counts) <= Fraction(repr(b))
+
+    def keep(t, final: bool) -> None:
+        """Snapshot the checkpoint just written for each larger budget reached first now."""
+        for i, b in enumerate(budgets[:-1]):
+            if b not in snapshots and (final or reached(t, b)):
+                snapshots[b] = store / f"{method}-{i}.snapshot.pt"
+                shutil.copy(out / "checkpoint.pt", snapshots[b])
+
+    def epoch_end(t) -> None:
+        if t.stage == "search":
+            keep(t, False)
+
+    def stage_end(t) -> None:
+        if t.stage == "pretrain" and not pretrained.exists():
+            shutil.copy(out / "checkpoint.pt", pretrained)
+        if t.stage == "search":  # budgets the search never reached end where it ended
+            keep(t, True)
+
+    trainer.add_callback("on_epoch_end", epoch_end)
+    trainer.add_callback("on_stage_end", stage_end)
+    if pretrained.exists():
+        _branch(pretrained, trainer.config, out, None)
+        runs = [(budgets[-1], trainer, trainer.run(resume=True))]
+    else:
+        runs = [(budgets[-1], trainer, trainer.run())]
+    for i, b in enumerate(budgets[:-1]):
+        branch = _trainer(spec, _latency_config(spec, method, b), out_dir=store / f"{method}-{i}")
+        _branch(snapshots[b], branch.config, branch.out_dir, b if method == "relu-snl" else None)
+        runs.append((b, branch, branch.run(resume=True)))
+    return runs
+
+
+def _branch(snapshot: Path, cfg, out: Path, relu_budget: int | None) -> None:
+    """Start run directory ``out`` from ``snapshot`` with config ``cfg`` (and ReLU budget)."""
+    from .checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(snapshot)
+    state["config"] = cfg.to_dict()
+    if relu_budget is not None:
+        state["budget"] = relu_budget
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(state, out / "checkpoint.pt")
+
+
+def _snl_point(method: str, budget, trainer, result: dict) -> dict:
+    return {"method": method, "budget": budget,
+            "kept": [layer["kept"] for layer in result["per_layer"]],
+            "relu_count": result["relu_count"], "test_accuracy": result["test_accuracy"],
+            "budget_reached_by_search": result["budget_reached_by_search"],
+            "file": str(trainer.out_dir / "checkpoint.pt")}
+
+
+def _whole_layer_points(spec: dict, trainer, store: Path) -> list[dict]:
+    """Whole-layer linearization (DeepReDuce-like): rank the sites by the training accuracy of
+    the pretrained network with that site alone linearized (highest first: least critical);
+    drop the first m sites in that order for m = 0 .. L (every ReLU of a dropped site becomes
+    the identity) and finetune each with KD from the pretrained network as SNL does."""
+    import torch
+
+    from .accounting import relu_counts
+    from .gates import add_gates, freeze_gates, gate_sites
+    from .trainer import evaluate
+
+    teacher, data, device = trainer.teacher, trainer.data, trainer.device
+    base = add_gates(copy_module(teacher), example_input=trainer.example_input)
+    names = [name for name, _ in gate_sites(base)]
+    criticality = {}
+    for name, gate in gate_sites(base):
+        gate.c.data.zero_()
+        criticality[name] = evaluate(base, data.train, device)
+        gate.c.data.fill_(1.0)
+    order = sorted(names, key=lambda n: (-criticality[n], names.index(n)))
+    cfg, points = trainer.config, []
+    for m in range(len(order) + 1):
+        model = copy_module(base)
+        with torch.no_grad():
+            for name, gate in gate_sites(model):
+                gate.c.fill_(0.0 if name in order[:m] else 1.0)
+        freeze_gates(model)
+        if m:
+            torch.manual_seed(cfg.seed)
+            _finetune(model, teacher, data, cfg, cfg.finetune.epochs)
+        path = store / f"whole-layer-{m}.pt"
+        torch.save({"model": model.state_dict()}, path)
+        counts = relu_counts(model, trainer.example_input)
+        points.append({"method": "whole-layer", "budget": m, "dropped": order[:m],
+                       "criticality": criticality, "kept": [c.kept for c in counts],
+                       "relu_count": sum(c.kept for c in counts),
+                       "test_accuracy": evaluate(model, data.test, device), "file": str(path)})
+    return points
+
+
+def copy_module(module):
+    """A trainable deep copy (a frozen teacher's copy gets its gradients back)."""
+    import copy
+
+    copied = copy.deepcopy(module)
+    for p in copied.parameters():
+        p.requires_grad_(True)
+    return copied
+
+
+# ----------------------------------------------------------------------------- latency: measuring
+
+def latency_experiment(quick: bool = False, seeds: int | None = None, jobs: int = 1,
+                       progress: bool = False, partial=None) -> dict:
+    """Train every method (:func:`run_latency`, in ``jobs`` processes), then measure the
+    networks under two-party CrypTen one after the other (:func:`measure_latency`)."""
+    import tempfile
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="snl-latency-") as store:
+        runs = run_all(latency_specs(quick, seeds, store), jobs, progress, partial)
+        trained = time.perf_counter() - start
+        measurement = measure_latency(runs, repeats=2 if quick else LATENCY_REPEATS)
+    facts = {"quick": quick, "jobs": jobs, "training_seconds": trained,
+             "measurement": measurement, "proxy": None if quick else resnet_proxy()}
+    return document("latency", runs, **facts, wall_seconds=time.perf_counter() - start)
+
+
+def _load_point(run: dict, point: dict, example):
+    """The binarized, gated network a point of ``run`` saved."""
+    import torch
+
+    from .gates import add_gates
+    from .models import build_model
+
+    model = build_model(run["model"], 10, tuple(example.shape[1:]), run["widths"])
+    add_gates(model, "pixel", example_input=example)
+    model.load_state_dict(torch.load(point["file"], weights_only=True)["model"])
+    return model.eval()
+
+
+def measure_latency(runs: list[dict], repeats: int = LATENCY_REPEATS) -> dict:
+    """Measure every distinct network of the runs once and give each point its latencies.
+
+    The parties' work depends on the network's layers and how many ReLUs each site keeps,
+    not on the weights or which entries are kept, so networks with the same kept counts per
+    site are measured once (the first one trained). Batch 1, secret weights, ``repeats``
+    timed inferences after one warm-up, interleaved across networks (median kept). Each
+    point gets ``latency``: "measured" (localhost, seconds) and the cost model's "localhost",
+    "lan" and "wan", plus its bytes and rounds; its ``file`` entry is dropped.
+
+    Returns:
+        The measurement's conditions.
+    """
+    from .accounting import NETWORK_PRESETS, load_cost_profile, private_cost
+    from .data import load_dataset
+    from .private import ENGINE_NOTE, PrivateConfig, convert, first_test_samples, measure_many
+
+    example, _ = first_test_samples(load_dataset("digits"), 1)
+    profile, programs = load_cost_profile(), {}
+    for run in runs:
+        for point in run["points"]:
+            key = (run["model"], tuple(run["widths"]), tuple(point["kept"]))
+            if key not in programs:
+                programs[key] = convert(_load_point(run, point, example), example)
+    config = PrivateConfig(batch_size=1, repeats=repeats, warmup=1, samples=0, modes=("secret",),
+                           timeout=600.0 + 10.0 * repeats * len(programs))
+    reports = measure_many([(program, example, None, None) for program in programs.values()], config)
+    priced = {}
+    for (key, program), report in zip(programs.items(), reports):
+        secret = report["modes"]["secret"]
+        priced[key] = {"measured": secret["seconds_median"], "measured_best": secret["seconds_best"],
+                       **{net: private_cost(program.layers, program.outputs, profile, net)["seconds"]
+                          for net in ("localhost", *NETWORK_PRESETS)},
+                       "bytes": secret["bytes"], "rounds": secret["rounds"]}
+    for run in runs:
+        for point in run["points"]:
+            point["latency"] = priced[(run["model"], tuple(run["widths"]), tuple(point["kept"]))]
+            point.pop("file", None)
+    return {"engine": ENGINE_NOTE, "batch_size": 1, "weights": "secret", "repeats": repeats,
+            "warmup": 1, "networks_measured": len(programs), "profile": profile.name,
+            "networks": {"localhost": "measured on this machine's loopback, and the cost model",
+                         **{name: preset.description for name, preset in NETWORK_PRESETS.items()}}}
+
+
+def resnet_proxy(kept_fractions=(1.0, 0.1, 0.01)) -> list[dict]:
+    """Where the ReLU count is the right proxy: the cost model's terms for the paper's CIFAR
+    ResNet-18 (16 sites, 491,520 ReLUs, secret weights, batch 1) with every site keeping a
+    fraction of its ReLUs: linear layers, sites (rho each) and ReLUs (beta each), per network."""
+    import torch
+
+    from .accounting import NETWORK_PRESETS, latency_cost_model, load_cost_profile
+    from .models import build_model
+    from .private import convert
+
+    x = torch.zeros(1, 3, 32, 32)
+    program = convert(build_model("resnet18", 10, (3, 32, 32), (16,)), x)
+    sites = [layer.total for layer in program.layers if layer.kind == "relu"]
+    rows = []
+    for net in ("localhost", *NETWORK_PRESETS):
+        cost = latency_cost_model(program.layers, program.outputs, load_cost_profile(), net)
+        for f in kept_fractions:
+            kept = sum(max(1, int(f * t)) for t in sites)
+            rows.append({"model": "resnet18", "network": net, "kept_fraction": f, "kept": kept,
+                         "sites": len(sites), "linear_seconds": float(cost.linear),
+                         "site_seconds": float(len(sites) * cost.per_layer),
+                         "relu_seconds": float(kept * cost.per_relu)})
+    return rows
+
+
+# ----------------------------------------------------------------------------- latency: summary
+
+#: Pairs (ahead?, behind?) whose fronts the summary compares.
+LATENCY_PAIRS = (("latency-snl", "relu-snl"), ("latency-snl", "whole-layer"), ("whole-layer", "relu-snl"))
+LATENCY_NETWORKS = ("measured", "localhost", "lan", "wan")
+
+
+def latency_configs(runs: Sequence[dict], network: str) -> list[dict]:
+    """Points of the same method and budget averaged over seeds: latency on ``network``
+    ("measured" or a cost-model network), accuracy (mean, min, max), ReLUs, active sites."""
+    import statistics
+
+    groups: dict = {}
+    for run in runs:
+        for p in run["points"]:
+            groups.setdefault((p["method"], str(p["budget"])), []).append(p)
+    rows = []
+    for (method, budget), points in groups.items():
+        acc = [p["test_accuracy"] for p in points]
+        rows.append({"method": method, "budget": points[0]["budget"], "n": len(points),
+                     "latency": statistics.fmean(p["latency"][network] for p in points),
+                     "accuracy": statistics.fmean(acc), "accuracy_min": min(acc), "accuracy_max": max(acc),
+                     "relu_count": statistics.fmean(p["relu_count"] for p in points),
+                     "active_sites": statistics.fmean(sum(1 for k in p["kept"] if k) for p in points)})
+    return sorted(rows, key=lambda r: (LATENCY_METHODS.index(r["method"]), r["latency"]))
+
+
+def latency_summary(runs: Sequence[dict]) -> dict:
+    """Per model and network: the seed-averaged points, each method's Pareto front
+    (latency, accuracy), how far one front is ahead of another (``figures.stats.front_gap``:
+    accuracy gained at no more latency, latency ratio for no less accuracy, points dominated),
+    the cheapest point within 1 accuracy point of the pretrained network, and how measured
+    latency correlates with the ReLU count and with the number of active sites."""
+    import statistics
+
+    from figures.stats import front_gap, pareto_front
+
+    summary = {}
+    for model in dict.fromkeys(r["model"] for r in runs):
+        mine = [r for r in runs if r["model"] == model]
+        teacher = statistics.fmean(r["teacher_test_accuracy"] for r in mine)
+        networks = {}
+        for net in LATENCY_NETWORKS:
+            configs = latency_configs(mine, net)
+            fronts = {m: pareto_front([(c["latency"], c["accuracy"]) for c in configs if c["method"] == m])
+                      for m in LATENCY_METHODS}
+            cheapest = {}
+            for m in LATENCY_METHODS:
+                good = [c for c in configs if c["method"] == m and c["accuracy"] >= teacher - 0.01]
+                cheapest[m] = min(good, key=lambda c: c["latency"]) if good else None
+            networks[net] = {"configs": configs, "fronts": fronts, "cheapest_within_1_point": cheapest,
+                             "gaps": {f"{a} vs {b}": front_gap(fronts[a], fronts[b])
+                                      for a, b in LATENCY_PAIRS if fronts[a] and fronts[b]}}
+        points = [p for r in mine for p in r["points"]]
+        summary[model] = {"teacher_test_accuracy": teacher, "networks": networks,
+                          "correlation": _latency_correlation(points)}
+    return summary
+
+
+def _latency_correlation(points: list[dict]) -> dict:
+    """Pearson correlation of measured latency with the ReLU count and with the active sites."""
+    import statistics
+
+    seconds = [p["latency"]["measured"] for p in points]
+    out = {}
+    for name, values in (("relu_count", [p["relu_count"] for p in points]),
+                         ("active_sites", [sum(1 for k in p["kept"] if k) for p in points])):
+        try:
+            out[name] = statistics.correlation(values, seconds)
+        except statistics.StatisticsError:  # constant values (the quick sweep)
+            out[name] = None
+    return out
+
+
 def _spec_fields(spec: dict) -> dict:
     return {k: v for k, v in spec.items() if k not in ("experiment", "epochs", "data_dir")}
 
@@ -562,6 +937,7 @@ def _spec_fields(spec: dict) -> dict:
 RUNNERS: dict[str, Callable[[dict], dict]] = {
     "retention": run_retention, "capacity": run_capacity,
     "distribution": run_snl, "pareto": run_pareto, "allocation": run_allocation,
+    "latency": run_latency,
 }
 
 
@@ -621,6 +997,8 @@ def _describe(result: dict) -> str:
 def _cost(spec: dict) -> float:
     if spec["experiment"] == "capacity":
         return spec["x"] * spec["y"]
+    if spec["experiment"] == "latency":  # a ConvNet epoch takes several times an MLP's
+        return 10.0 if spec["model"] == "convnet" else 1.0
     return sum(spec.get("widths", [1])) * (2 if spec.get("dataset") == "digits" else 1)
 
 
@@ -629,6 +1007,8 @@ def _cost(spec: dict) -> float:
 def experiment(name: str, quick: bool = False, seeds: int | None = None, jobs: int = 1,
                progress: bool = False, partial=None, **options) -> dict:
     """Run experiment ``name`` and return the results document written by :func:`save`."""
+    if name == "latency":
+        return latency_experiment(quick, seeds, jobs, progress, partial)
     specs = {"retention": retention_specs, "capacity": capacity_specs,
              "distribution": distribution_specs, "pareto": pareto_specs,
              "allocation": allocation_specs}[name](
@@ -651,6 +1031,8 @@ def document(name: str, runs: list[dict], **facts) -> dict:
         doc["by_condition"] = condition_table(runs)
     if name == "allocation":
         doc.update(allocation_summary(runs))
+    if name == "latency":
+        doc["by_model"] = latency_summary(runs)
     return doc
 
 
@@ -837,6 +1219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.experiment == "distribution":
             _check_distribution(options)
+        if args.experiment == "latency":
+            _check_crypten()
         doc = experiment(args.experiment, args.quick, args.seeds, args.jobs, not args.no_progress,
                          partial, **options)
     except KeyboardInterrupt:
@@ -855,6 +1239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     partial.unlink(missing_ok=True)  # the results file now holds every run
     print(f"{args.experiment}: {len(doc['runs'])} runs in {doc['wall_seconds']:.0f} s -> {path}")
+    for line in _latency_lines(doc.get("by_model", {})):
+        print("  " + line)
     for row in doc.get("paired_by_region", ()):
         print("  " + _paired_line(row))
     if "summary" in doc:
@@ -899,6 +1285,35 @@ def _condition_line(row: dict) -> str:
         line += (f"; minus {d['baseline'][0]} x{d['baseline'][1]:g}: {d['mean']:+.2f} "
                  f"({d['low']:+.2f} .. {d['high']:+.2f})")
     return line
+def _check_crypten() -> None:
+    """The latency experiment measures with CrypTen: say how to install it before any run."""
+    from .crypten_compat import INSTALL_HINT, crypten_available
+
+    if not crypten_available():
+        raise UsageError(f"the latency experiment measures private inference: {INSTALL_HINT}")
+
+
+def _latency_lines(by_model: dict) -> list[str]:
+    """Per model and network: the cheapest point within 1 accuracy point of the pretrained
+    network for each method, and how far latency-budget SNL's front is ahead of the others."""
+    lines = []
+    for model, entry in by_model.items():
+        for net, info in entry["networks"].items():
+            parts = []
+            for method, c in info["cheapest_within_1_point"].items():
+                parts.append(f"{method} " + ("-" if c is None else
+                                             f"{1000 * c['latency']:.0f} ms ({100 * c['accuracy']:.1f}%)"))
+            lines.append(f"{model}, {net}: cheapest within 1 point of the pretrained "
+                         f"{100 * entry['teacher_test_accuracy']:.1f}%: " + ", ".join(parts))
+            for pair, gap in info["gaps"].items():
+                ratio = gap["cost_ratio_median"]
+                gain = gap["score_gain_mean"]
+                lines.append(f"  {pair}: dominates {gap['dominated']} of {gap['compared']} front points"
+                             + ("" if ratio is None else f", latency x{ratio:.2f} for no less accuracy")
+                             + ("" if gain is None else f", {100 * gain:+.1f} points at no more latency"))
+    return lines
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return lines[0].strip() if lines else type(exc).__name__

@@ -24,7 +24,7 @@ import os
 import re
 from pathlib import Path
 
-from capacity.cli import UsageError, check_input_dir, check_output_dir, first_line
+from capacity.cli import UsageError, check_input_dir, check_input_file, check_output_dir, first_line
 
 #: The files of a run in ``--out``; any of them means the directory holds a run.
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "result.json")
@@ -45,8 +45,11 @@ def check_args(args) -> None:
 
     ``args`` needs budget, budget_fraction, resume, overwrite, device, dataset, data_dir.
     """
-    if (args.budget is None) == (args.budget_fraction is None):
-        raise UsageError("give exactly one of --budget N or --budget-fraction F (see --help)")
+    given = [args.budget, args.budget_fraction, getattr(args, "latency_budget", None)]
+    if sum(value is not None for value in given) != 1:
+        raise UsageError("give exactly one of --budget N, --budget-fraction F or "
+                         "--latency-budget SECONDS (see --help)")
+    check_latency_args(args)
     if args.resume and args.overwrite:
         raise UsageError("--resume continues the run in --out and --overwrite replaces it: "
                          "give one (see --help)")
@@ -57,6 +60,20 @@ def check_args(args) -> None:
             raise UsageError(f"--data-dir is read only for {', '.join(FILE_DATASETS)}; "
                              f"{args.dataset} is built in (see --help)")
         check_input_dir(args.data_dir, "--data-dir")
+
+
+def check_latency_args(args) -> None:
+    """The options of --latency-budget: only with it, and a profile path that can be read."""
+    options = [f"--{name.replace('_', '-')}" for name in ("network", "cost_profile", "group_penalty")
+               if getattr(args, name, None) is not None]
+    if getattr(args, "latency_budget", None) is None:
+        if options:
+            verb = "applies" if len(options) == 1 else "apply"
+            raise UsageError(f"{' and '.join(options)} only {verb} with --latency-budget (see --help)")
+        return
+    profile = getattr(args, "cost_profile", None)
+    if profile is not None and (profile.endswith(".json") or os.sep in profile):
+        check_input_file(profile, "--cost-profile")
 
 
 def check_run_dir(out: str | os.PathLike, resume: bool, overwrite: bool) -> Path:

@@ -1072,6 +1072,12 @@ def attach_to_result(run_dir, doc: dict) -> dict:
                          "repeats": doc["repeats"], "relu_kept": doc["relu_kept"],
                          "details": "private.json",
                          "modes": {mode: {k: r.get(k) for k in keep} for mode, r in doc["modes"].items()}}
+    if "latency_budget" in result and result["latency_budget"].get("weights") in doc["modes"]:
+        # the latency budget's cost model prices this weights mode at batch 1 (localhost measured)
+        measured = doc["modes"][result["latency_budget"]["weights"]]
+        result["latency_budget"].update(measured_seconds=measured["seconds_median"],
+                                        measured_network="localhost",
+                                        measured_batch_size=doc["batch_size"])
     _write_json(path, result)
     return result
 

@@ -150,6 +150,35 @@ def check_options(amp: str, compile: bool, device: torch.device) -> None:
             raise ValueError(f"--compile: {problem}")
 
 
+#: CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic; without them bf16 is emulated.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); None where it cannot be
+    told (no ``/proc/cpuinfo``: not Linux)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            flags = {word for line in f if line.startswith("flags") for word in line.split()}
+    except OSError:
+        return None
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def precision_warning(amp: str, device: torch.device, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """A warning for a precision that runs but is slow on ``device``, or None.
+
+    Example:
+        >>> precision_warning("off", torch.device("cpu")) is None
+        True
+    """
+    if amp == "bf16" and device.type == "cpu" and cpu_has_native_bf16(cpuinfo) is False:
+        return ("warning: --amp bf16: this CPU has no native bf16 (no avx512_bf16 or amx_bf16 "
+                "flag), so bf16 is emulated and many times slower than fp32 (12-57x measured "
+                "on an AVX2 CPU); drop --amp here")
+    return None
+
+
 def compile_problem(device: torch.device) -> str | None:
     """Why ``torch.compile``'s inductor backend cannot run on ``device`` here, or None."""
     import torch._dynamo

@@ -59,7 +59,8 @@ from .gates import (add_gates, freeze_gates, gate_parameters, gate_sites, gating
                     remove_gates, unsupported_activations, weight_parameters)
 from .recipes import (RECIPES, better, cosine_lr, official_kd_loss, official_next_lambda,
                       split_dataset, validation_indices)
-from .speed import CompiledForBatch, Precision, check_options, place_input, place_model
+from .speed import (CompiledForBatch, Precision, check_options, place_input, place_model,
+                    precision_warning)
 
 STAGES = ("pretrain", "search", "finetune", "done")
 
@@ -208,13 +209,15 @@ def allocation_sites(model: nn.Module, example_input, epsilon: float = 0.01) -> 
                  gate.activation.pieces) for name, gate in gate_sites(model)]
 
 
-def plan_allocation(allocation: str, sites: list, budget: int):
+def plan_allocation(allocation: str, sites: list, budget: int, latency=None):
     """The :class:`capacity.allocation.Allocation` named by ``allocation`` for ``sites``.
 
     Args:
         allocation: "paper", "sharp", "uniform" or the path of a JSON file of kept counts.
         sites: from :func:`allocation_sites`.
         budget: ReLUs the gated sites may keep.
+        latency: a :class:`snl_train.latency.LatencyPlan` to allocate under a latency budget
+            instead (:func:`snl_train.latency.latency_allocation`); ``budget`` is then unused.
 
     Raises:
         AllocationError: an unreadable or malformed file, or counts that do not fit.
@@ -222,15 +225,21 @@ def plan_allocation(allocation: str, sites: list, budget: int):
     from capacity import allocation as alloc
 
     try:
-        if allocation in alloc.KINDS:
+        counts = None
+        if allocation not in alloc.KINDS:
+            try:
+                text = Path(allocation).read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or "not a text file"
+                raise AllocationError(f"--allocation {allocation} is neither learned, paper, sharp, "
+                                      f"uniform nor a readable JSON file ({reason})") from None
+            counts = alloc.read_counts(text, allocation)
+        if latency is not None:
+            from .latency import latency_allocation
+            return latency_allocation(allocation, sites, latency, counts)
+        if counts is None:
             return alloc.allocate(allocation, sites, budget)
-        try:
-            text = Path(allocation).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not a text file"
-            raise AllocationError(f"--allocation {allocation} is neither learned, paper, sharp, "
-                                  f"uniform nor a readable JSON file ({reason})") from None
-        return alloc.file_allocation(sites, budget, alloc.read_counts(text, allocation))
+        return alloc.file_allocation(sites, budget, counts)
     except alloc.AllocationError as exc:
         raise AllocationError(str(exc)) from None
 
@@ -301,6 +310,7 @@ class Trainer:
         self.validation, self.validation_indices = self._hold_out()
         self._setup_speed(model_factory)  # after the hold-out: on-device data is its training part
         self.allocation = None  # the --allocation report, quotas included (see _plan_allocation)
+        self.latency = None  # --latency-budget: its snl_train.latency.LatencyPlan (see _setup_latency)
 
     def add_callback(self, event: str, fn: Callable[["Trainer"], None]) -> None:
         self.callbacks[event].append(fn)
@@ -401,6 +411,9 @@ class Trainer:
         cfg = self.config
         check_options(cfg.amp, cfg.compile, self.device)
         self.precision = Precision(cfg.amp, self.device)
+        warning = precision_warning(cfg.amp, self.device)
+        if warning:
+            self.log(warning)
         self.model_factory = lambda: place_model(model_factory(), cfg.channels_last)
         self.train_data, self.test_data = self.data.train, self.data.test
         if cfg.device_data and self.dist is None:  # torchrun ranks keep their samplers
@@ -432,10 +445,12 @@ class Trainer:
         else:
             loss = kd_loss(logits, teacher_logits, y, s.temperature, s.kd_weight)
         if self.stage == "search":
-            loss = loss + self.lam * sum(p.abs().sum() for p in gate_parameters(self.model))
+            loss = loss + self.lam * self._gate_penalty()
         return loss
 
     def _search_done(self) -> bool:
+        if self.latency is not None:
+            return self.stage == "search" and self.prev_count is not None and self._within_latency()
         return self.stage == "search" and self.prev_count is not None and self.prev_count <= self.budget
 
     # -- stage transitions -----------------------------------------------------------
@@ -447,7 +462,14 @@ class Trainer:
         self.site_totals = relu_counts(self.model, self.example_input)
         self.total = relu_total = sum(s.total for s in self.site_totals)
         self._probe_gates()  # a model that cannot be gated is refused now, not after pretraining
-        self.budget = resolve_budget(relu_total, self.config.budget, self.config.budget_fraction)
+        if self.config.compile and self.mechanism[0] == "runtime":
+            self.log("warning: --compile: this model is gated at run time (torch.fx cannot trace "
+                     "it faithfully), which torch.compile cannot run; pretraining is compiled, "
+                     "the search and finetuning run eagerly")
+        if self.config.latency_budget is None:
+            self.budget = resolve_budget(relu_total, self.config.budget, self.config.budget_fraction)
+        else:
+            self.budget = self._setup_latency()
         if self.config.search.exclude:
             self._add_gates(self.model)
             try:
@@ -462,6 +484,8 @@ class Trainer:
         training_only = sum(s.total for s in self.training_only)
         self.log(f"{self.data.name}: {len(self.data.train)} train / {len(self.data.test)} test; "
                  f"{self.config.model} with {relu_total} ReLUs, budget {self.budget}"
+                 + (f" (the most a network within the latency budget of "
+                    f"{self.config.latency_budget:g} s keeps)" if self.latency is not None else "")
                  + (f" ({training_only} more run only in training, not counted)" if training_only else ""))
         self._checkpoint()
 
@@ -480,8 +504,11 @@ class Trainer:
             self.stage = "search"
         elif self.stage == "search":
             self.relu_count_before = self.prev_count
-            self.budget_reached = self.prev_count <= self.budget
-            if self.budget_reached:
+            self.budget_reached = self._search_done()
+            if self.latency is not None:
+                self.log(self._latency_line("search: " + ("budget reached" if self.budget_reached else
+                                                          "budget NOT reached") + f" after {self.epoch} epochs"))
+            elif self.budget_reached:
                 self.log(f"search: budget reached after {self.epoch} epochs: {self.prev_count} "
                          f"ReLUs <= {self.budget}, lambda {self.lam:.3g}, test accuracy "
                          + ("n/a" if acc is None else f"{acc:.4f}"))
@@ -492,8 +519,11 @@ class Trainer:
             self._binarize()
             freeze_gates(self.model)
             counts = self._site_counts()
-            self.log(f"binarized: {sum(s.kept for s in counts)} of {sum(s.total for s in counts)} "
-                     f"ReLUs kept")
+            if self.latency is None:
+                self.log(f"binarized: {sum(s.kept for s in counts)} of "
+                         f"{sum(s.total for s in counts)} ReLUs kept")
+            else:
+                self.log(self._latency_line("binarized"))
             self.stage = "finetune"
         else:
             self._keep_best()
@@ -535,8 +565,13 @@ class Trainer:
         self.train_module = self.model
         if self.dist is not None and self.optimizer is not None:
             self.train_module = self.dist.wrap(self.model, self.example_input)
-        if self.config.compile and self.optimizer is not None:
+        if self.config.compile and self.optimizer is not None and not self._runtime_gated():
             self.train_module = CompiledForBatch(self.train_module)
+
+    def _runtime_gated(self) -> bool:
+        """The model is gated at run time (not traceable by torch.fx): torch.compile cannot
+        run its call-site interceptor, so --compile leaves its gated stages eager."""
+        return is_gated(self.model) and gating_mechanism(self.model)[0] == "runtime"
 
     def _probe_gates(self) -> None:
         """Gate the model once and remove the gates again: refuses a model with nothing to gate
@@ -675,7 +710,8 @@ class Trainer:
         if not is_gated(probe):
             self._add_gates(probe)
         sites = allocation_sites(probe, self.example_input, cfg.search.epsilon)
-        plan = plan_allocation(cfg.allocation, sites, self.budget - self._excluded_relus(probe))
+        plan = plan_allocation(cfg.allocation, sites, self.budget - self._excluded_relus(probe),
+                               self.latency)
         report = {"allocation": cfg.allocation, "kind": plan.kind, "quotas": plan.quotas(sites),
                   "total": plan.total, "budget": plan.budget, "ties": plan.ties, "rule": plan.rule}
         self.log(f"allocation {cfg.allocation}: keeps {plan.total} ReLUs as "
@@ -684,7 +720,12 @@ class Trainer:
 
     def _binarize(self) -> None:
         """c := 1(c > epsilon) within the budget (learned), or exactly the allocation's quotas."""
-        if self.allocation is None or self.allocation["quotas"] is None:
+        learned = self.allocation is None or self.allocation["quotas"] is None
+        if learned and self.latency is not None:
+            from .latency import binarize_within_latency
+            binarize_within_latency(self.model, self.latency, self.config.search.epsilon,
+                                    self.example_input)
+        elif learned:
             binarize_within_budget(self.model, self.budget - self._excluded_relus(),
                                    self.config.search.epsilon, self.example_input)
         else:
@@ -698,6 +739,61 @@ class Trainer:
             raise CheckpointError(f"checkpoint is for --allocation {saved}, this run has "
                                   f"--allocation {self.config.allocation}")
         self.allocation = state.get("allocation") or self._plan_allocation()
+
+    # -- latency budgets (--latency-budget; snl_train.latency) ------------------------------
+    def _setup_latency(self) -> int:
+        """Price the network's layers for the latency budget; return the ReLU budget it implies
+        (the most ReLUs a binarization within it can keep). BudgetError, before any training,
+        for a budget below the linear layers' cost or a network the cost model cannot price."""
+        from .latency import latency_plan
+
+        cfg, probe = self.config, copy.deepcopy(self.model)
+        if not is_gated(probe):
+            self._add_gates(probe)
+        try:
+            self.latency = latency_plan(probe, self.example_input, cfg.latency_budget, cfg.network,
+                                        cfg.cost_profile, cfg.search.epsilon)
+        except ValueError as exc:
+            raise BudgetError(str(exc)) from None
+        return self.latency.relu_budget()
+
+    def _gate_penalty(self):
+        """The search's penalty before lambda: sum |c|, plus the per-site group term under a
+        latency budget (snl_train.latency.gate_penalty)."""
+        if self.latency is None:
+            return sum(p.abs().sum() for p in gate_parameters(self.model))
+        from .latency import gate_penalty, group_weight
+
+        return gate_penalty(self.model, group_weight(self.latency, self.config.group_penalty))
+
+    def _within_latency(self) -> bool:
+        """The network binarized as it stands (c > epsilon kept) is estimated within the budget."""
+        return self.latency.estimate(self._site_counts()) <= self.latency.budget
+
+    def _latency_line(self, what: str) -> str:
+        counts = self._site_counts()
+        lat = self.latency
+        return (f"{what}: estimated {float(lat.estimate(counts)):.4f} s on {lat.network} (budget "
+                f"{float(lat.budget):.4f} s), {sum(s.kept for s in counts)} ReLUs in "
+                f"{sum(1 for s in counts if s.kept)} of {len(counts)} sites")
+
+    def _latency_report(self, counts) -> dict:
+        """result.json's ``latency_budget``: the estimate and, for comparison, capacity's
+        latency optimum for the gated sites' widths (sharp bound, claim c20)."""
+        from capacity.latency import latency_sharp_optimum
+
+        report = self.latency.report(counts)
+        report.update(group_penalty=self.config.group_penalty, reached_by_search=self.budget_reached)
+        gated = [s for s, (_, _, g) in zip(counts, self.latency.sites) if g]
+        try:
+            opt = latency_sharp_optimum([s.total for s in gated], self.latency.budget,
+                                        self.latency.gated_cost)
+            report["predicted_sharp"] = {"integer_retained": list(max(opt.integer_retained)),
+                                         "integer_ties": opt.integer_ties,
+                                         "active_sites": [gated[i].name for i in opt.always_active]}
+        except (ValueError, ArithmeticError) as exc:
+            report["predicted_sharp"] = {"error": str(exc)}
+        return report
 
     # -- persistence --------------------------------------------------------------------
     def _path(self, name: str) -> Path:
@@ -780,6 +876,8 @@ class Trainer:
         for key in ("lam", "prev_count", "total", "budget", "relu_count_before",
                     "budget_reached", "last_record", "metrics_lines"):
             setattr(self, key, state[key])
+        if self.config.latency_budget is not None:
+            self.budget = self._setup_latency()
         self._restore_recipe(state)
         self._restore_allocation(state)
         self._make_optimizer()
@@ -835,7 +933,9 @@ class Trainer:
         }
         result.update(self._recipe_report())
         result["allocation"] = self.allocation
-        if cfg.model == "mlp" and len(counts) == 2:
+        if self.latency is not None:
+            result["latency_budget"] = self._latency_report(counts)
+        elif cfg.model == "mlp" and len(counts) == 2:
             result.update(retention_report(counts, self.budget))
         if self.dist is not None:
             result["distributed"] = self._replica_report(kept)

@@ -323,3 +323,40 @@ def test_speed_options_reach_the_config(tmp_path, capsys):
     config = json.loads((tmp_path / "result.json").read_text())["config"]
     assert (config["amp"], config["compile"], config["channels_last"], config["device_data"]) == (
         "bf16", False, True, False)
+
+
+def test_compile_with_a_model_gated_at_run_time_runs_its_gated_stages_eagerly(tmp_path, capsys):
+    """torch.compile cannot run the run-time gating interceptor (its call-site keys come from
+    Python frames): --compile on such a model says so once and trains the gated stages
+    eagerly instead of failing after pretraining."""
+    code = main(["--model", "snl_train.replicas:aux_head_net", "--model-args", '{"width": 2}',
+                 "--dataset", "random", "--input-shape", "3,8,8", "--classes", "3",
+                 "--pretrain-epochs", "0", "--search-epochs", "1", "--finetune-epochs", "1",
+                 "--batch-size", "16", "--threads", "1", "--budget", "40", "--compile",
+                 "--out", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    assert out.count("warning: --compile: this model is gated at run time") == 1
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["gating"]["mechanism"] == "runtime" and result["config"]["compile"]
+    assert result["relu_count"] <= result["relu_budget"]
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(tmp_path):
+    """bf16 runs on any CPU, but without avx512_bf16 / amx_bf16 it is emulated and slow: the
+    trainer says so; with either flag, on a GPU, or where the flags cannot be read, it does not."""
+    from snl_train.speed import cpu_has_native_bf16, precision_warning
+
+    plain, native, amx = tmp_path / "avx2", tmp_path / "avx512", tmp_path / "amx"
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n")
+    native.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    amx.write_text("flags\t\t: fpu avx2 amx_tile amx_bf16\n")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert cpu_has_native_bf16(str(plain)) is False
+    assert cpu_has_native_bf16(str(native)) is True and cpu_has_native_bf16(str(amx)) is True
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is None
+    assert "emulated" in precision_warning("bf16", cpu, str(plain))
+    assert precision_warning("bf16", cpu, str(native)) is None
+    assert precision_warning("bf16", cpu, str(tmp_path / "missing")) is None
+    assert precision_warning("off", cpu, str(plain)) is None
+    assert precision_warning("bf16", cuda, str(plain)) is None

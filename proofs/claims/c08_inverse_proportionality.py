@@ -24,7 +24,7 @@ def check(optimum_fn=optimum.paper_optimum) -> Evidence:
     """sympy on the derived critical point; z3 on the interior region; exhaustive grid."""
     ev = Evidence()
     d = derive(corollary1_expr())
-    d1, d2, b, q = S.d1, S.d2, S.B, S.p - 1
+    d1, d2, q = S.d1, S.d2, S.p - 1
     x_star, y_star = sympy.simplify(d.a1 * d1), sympy.simplify(d.a2 * d2)
     ev.check("sympy", f"retained counts x* = {x_star}, y* = {y_star} do not depend on d1; "
              "so a1* = x*/d1 is exactly proportional to 1/d1 for fixed d2, B, p",

@@ -107,5 +107,5 @@ def _check_tight(ev: Evidence, bound) -> None:
     rows.append(k1 == 2 and neuron_breakpoints(tanh, 1, 0) == bound(ACTIVATIONS["hardtanh"].p, k1))
     ev.check("exact", "attained: in the zigzag networks with retained (1, 1), (2, 3), (3, 2), (1, 2, 2) "
              "every kept neuron adds exactly (K+1) breakpoints (ReLU), and hardtanh(-t + 4 hardtanh(t)) "
-             f"adds 2 (K+1) = 6 (p = 3, K = 2): a smaller per-neuron bound is false",
+             "adds 2 (K+1) = 6 (p = 3, K = 2): a smaller per-neuron bound is false",
              all(rows), f"{rows}")
