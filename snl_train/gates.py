@@ -28,8 +28,9 @@ routes every activation call to its gate, by one of two mechanisms:
 
 * ``"fx"``: the model is traced with ``torch.fx`` and every activation node becomes a call to
   its gate; the generated forward runs with no overhead. Used only when it is faithful: the
-  traced graph is the same in training and eval mode (no ``self.training`` branches frozen
-  into it) and, given ``example_input``, it has exactly the activation calls that run;
+  model has no instance-level forward (fx traces the class's), the traced graph is the same
+  in training and eval mode (no ``self.training`` branches frozen into it) and, given
+  ``example_input``, it has exactly the activation calls that run;
 * ``"runtime"``: the model's own forward runs under a ``TorchFunctionMode`` that sends each
   activation call to the gate of its call site (:class:`snl_train.sites.CallSites`). Python
   control flow, ``self.training`` branches, randomness (dropout, drop-path), modules reused at
@@ -395,6 +396,9 @@ def _trace_in_mode(model: nn.Module, training: bool) -> tuple[fx.GraphModule, li
 
 def _fx_plan(model: nn.Module, discovery: Discovery | None):
     """``(graph, sites)`` when tracing gates ``model`` faithfully, else the reason it does not."""
+    if "forward" in model.__dict__:
+        # torch.fx traces the class's forward; the instance's own would be silently replaced.
+        return "it has an instance-level forward, which torch.fx does not trace"
     try:
         gm, sites = _trace_in_mode(model, False)
         train_gm, _ = _trace_in_mode(model, True)
@@ -465,7 +469,9 @@ class _Interceptor(TorchFunctionMode):
         self.sites = CallSites(model, _STOP, index[1])
         self.training_only = {r.name for r in state.training_only}
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # pragma: no mutate block
+        # Not mutation-tested: CallSites.key finds the call site two frames up, and the
+        # wrapper frame a mutation tool puts around this method would change every site key.
         kwargs = kwargs or {}
         call = parse_call(func, args, kwargs)
         if call is None:
@@ -503,8 +509,10 @@ def _own_forward(model: nn.Module) -> Any:
     return None
 
 
-def _runtime_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+def _runtime_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:  # pragma: no mutate block
     """The instance forward of a model gated at run time: its own forward, intercepted."""
+    # Not mutation-tested: its code object is where CallSites stops walking up the stack
+    # (_STOP); a mutation tool that wraps it would leave the wrapped body's frame in every key.
     state = self.__dict__[_STATE_ATTR]
     with _Interceptor(self, state):
         if state.saved_forward is not None:

@@ -282,11 +282,13 @@ def test_unknown_amp_mode_is_refused(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "invalid choice: 'fp8'" in err
 
 
-def test_compile_without_a_cpp_compiler_is_refused_with_one_line(tmp_path, capsys, monkeypatch):
+def test_compile_without_a_cpp_compiler_is_refused_with_one_line(tmp_path, capsys):
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "no-such-compiler++"))
-    code, err = run_cli(capsys, "--compile", "--out", str(tmp_path))
+    # torch's own config patch, not monkeypatch: after monkeypatch's undo, a later test in
+    # this module read cpp.cxx as missing ("torch._inductor.config.cpp.cxx does not exist")
+    with inductor_config.patch({"cpp.cxx": (None, "no-such-compiler++")}):
+        code, err = run_cli(capsys, "--compile", "--out", str(tmp_path))
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert "needs a C++ compiler" in err and "no-such-compiler++" in err
 
