@@ -176,7 +176,8 @@ class _LerpFunction(torch.autograd.Function):
         ctx.activation = activation
         ctx.save_for_backward(z, c)
         out = activation.apply(z)
-        return torch.lerp(z, out, c, out=out)  # elementwise: writing over the end point is safe
+        # lerp needs one dtype: under autocast z may be bf16 / fp16 while c stays fp32
+        return torch.lerp(z, out, c.to(z.dtype), out=out)  # writing over an end point is safe
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -185,10 +186,10 @@ class _LerpFunction(torch.autograd.Function):
         grad_z = grad_c = None
         if ctx.needs_input_grad[0]:
             own = activation.backward(grad, z)
-            grad_z = torch.lerp(grad, own, c, out=own)
+            grad_z = torch.lerp(grad, own, c.to(own.dtype), out=own)
         if ctx.needs_input_grad[1]:
-            # d/dc lerp(z, a, c) = a - z
-            grad_c = activation.apply(z).sub_(z).mul_(grad).sum_to_size(c.shape)
+            # d/dc lerp(z, a, c) = a - z, summed over the batch in c's dtype (fp32 under autocast)
+            grad_c = activation.apply(z).sub_(z).mul_(grad).to(c.dtype).sum_to_size(c.shape)
         return grad_z, grad_c, None
 
 

@@ -362,3 +362,29 @@ def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(tmp_path):
     assert precision_warning("bf16", cpu, str(tmp_path / "missing")) is None
     assert precision_warning("off", cpu, str(plain)) is None
     assert precision_warning("bf16", cuda, str(plain)) is None
+
+
+@pytest.mark.parametrize("activation", [torch.nn.ReLU6(), torch.nn.Hardtanh(-0.5, 0.75),
+                                        torch.nn.LeakyReLU(0.2)], ids=["relu6", "hardtanh", "leaky"])
+def test_three_piece_and_leaky_gates_train_under_bf16_autocast(activation):
+    """Gates of the other ReLU-family activations interpolate with torch.lerp, which needs one
+    dtype: under bf16 autocast their slopes (fp32) meet bf16 activations. Forward and backward
+    run, c's gradient stays fp32 and is close to the fp32 one."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), activation, torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 2))
+    x = torch.randn(8, 3, 8, 8)
+    add_gates(model, example_input=x[:1])
+    (_, gate), = gate_sites(model)
+    with torch.no_grad():
+        gate.c.uniform_(0.2, 0.9)
+    grads = {}
+    for amp in ("off", "bf16"):
+        model.zero_grad()
+        with Precision(amp, torch.device("cpu")).autocast():
+            out = model(x).float()
+        out.square().sum().backward()
+        grads[amp] = gate.c.grad.clone()
+    assert grads["bf16"].dtype == torch.float32 and gate.c.dtype == torch.float32
+    scale = grads["off"].abs().max()
+    assert scale > 0 and (grads["bf16"] - grads["off"]).abs().max() <= 0.05 * scale
