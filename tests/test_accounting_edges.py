@@ -5,9 +5,11 @@ the latency estimate's arguments and clock (a fake one: plaintext time per sampl
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import types
+from fractions import Fraction
 
 import pytest
 import torch
@@ -17,8 +19,8 @@ import torch.nn.functional as F
 from snl_train import accounting
 from snl_train.accounting import (CostProfile, ModeCosts, NetworkPreset, PrivateLayer, SiteCount,
                                   comparison_costs, load_cost_profile, network_preset, online_latency,
-                                  private_cost, relu_counts, relu_layer_cost, total_kept,
-                                  training_only_counts)
+                                  latency_cost_model, private_cost, relu_counts, relu_layer_cost,
+                                  relu_prices, total_kept, training_only_counts)
 from snl_train.gates import add_gates, gate_sites
 
 
@@ -246,6 +248,50 @@ def test_private_cost_is_the_sum_of_its_layers_and_the_output():
         private_cost(layers, 2, profile, net, 0)
     with pytest.raises(ValueError, match=r"does not model 'maxpool' layers \(pool\)"):
         private_cost([PrivateLayer("pool", "maxpool")], 2, profile, net)
+
+
+def test_relu_prices_are_compute_rounds_and_bytes_per_relu_and_per_layer():
+    """beta = (compute per ReLU + bytes / bandwidth) x batch; rho = compute per layer +
+    rounds x RTT; written out from the profile's constants, for both weight modes."""
+    profile, net = _profile(), NetworkPreset("n", 0.5, 1024.0, "test")
+    assert relu_prices(profile, net, batch_size=2) == ((2.0 ** -4 + 64 / 1024) * 2, 0.25 + 5 * 0.5)
+    assert relu_prices(profile, net, 1, "public") == (2.0 ** -6 + 64 / 1024, 0.125 + 5 * 0.5)
+    # defaults: the profile's loopback, batch 1, secret weights
+    assert relu_prices(profile) == (2.0 ** -4 + 64 / 256, 0.25 + 5 * 2.0 ** -3)
+    # a layer keeping k ReLUs costs rho + k beta, as relu_layer_cost says
+    beta, rho = relu_prices(profile, net, 2)
+    assert relu_layer_cost(3, profile, net, 2)["seconds"] == pytest.approx(rho + 3 * beta)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        relu_prices(profile, net, 0)
+    with pytest.raises(ValueError, match="weights must be one of"):
+        relu_prices(profile, net, 1, "hidden")
+
+
+def test_latency_cost_model_prices_the_relus_apart_from_everything_else():
+    """linear = the private cost with every ReLU layer emptied (whatever the layers keep),
+    beta and rho = relu_prices, each read exactly from the decimal its float prints as."""
+    profile, net = _profile(), NetworkPreset("n", 0.5, 1024.0, "test")
+    layers = [PrivateLayer("fc1", "linear", inputs=8, weights=32, macs=64),
+              PrivateLayer("r1", "relu", total=9, kept=3), PrivateLayer("r2", "relu", total=4, kept=4),
+              PrivateLayer("fc2", "linear", inputs=4, weights=8, macs=16)]
+    cost = latency_cost_model(layers, 2, profile, net, batch_size=2)
+    compute = 0.5 + 2 * 2.0 ** -5 + 2.0 ** -10 * (64 + 16) * 2  # inference, linear layers, MACs
+    rounds, sent = 3 + 3 + 7, 4 * (8 + 4) * 2 + 2 * (32 + 8) + 16 * 2 * 2
+    linear = compute + rounds * 0.5 + sent / 1024
+    assert cost.linear == Fraction(repr(linear))
+    assert (cost.per_relu, cost.per_layer) == (Fraction(repr((2.0 ** -4 + 64 / 1024) * 2)),
+                                               Fraction(repr(0.25 + 5 * 0.5)))
+    # what the ReLU layers keep does not change the model; the whole cost is linear + ReLUs
+    emptied = [dataclasses.replace(layer, kept=0) for layer in layers]
+    assert latency_cost_model(emptied, 2, profile, net, batch_size=2) == cost
+    full = private_cost(layers, 2, profile, net, 2)["seconds"]
+    assert float(cost.linear + 2 * cost.per_layer + 7 * cost.per_relu) == pytest.approx(full)
+    public = latency_cost_model(layers, 2, profile, net, 1, "public")
+    assert public.per_layer == Fraction(repr(0.125 + 5 * 0.5))
+    assert public.linear == Fraction(repr(0.75 + 2 * 2.0 ** -7 + 2.0 ** -12 * 80 + 7 * 0.5 + 32 / 1024))
+    assert latency_cost_model([PrivateLayer("r", "relu", total=2, kept=1)], 1) == \
+        latency_cost_model([PrivateLayer("r", "relu", total=2, kept=1)], 1, load_cost_profile(),
+                           "localhost", 1, "secret")
 
 
 def test_private_cost_defaults_to_the_shipped_profile_on_localhost():
