@@ -212,6 +212,7 @@ def test_one_relu_layer_costs_its_rounds_bytes_and_compute():
         "seconds": 0.25 + 2.0 ** -4 * 6 + 5 * 0.5 + 384 / 1024}
     public = relu_layer_cost(3, profile, net, batch_size=2, weights="public")
     assert public["compute_seconds"] == 0.125 + 2.0 ** -6 * 6 and public["bytes"] == 384
+    assert public["seconds"] == pytest.approx(0.125 + 2.0 ** -6 * 6 + 5 * 0.5 + 384 / 1024)
     one = relu_layer_cost(1, profile)  # defaults: localhost (the loopback), batch 1, secret
     assert one == {"bytes": 64, "rounds": 5, "compute_seconds": 0.25 + 2.0 ** -4,
                    "seconds": 0.25 + 2.0 ** -4 + 5 * 2.0 ** -3 + 64 / 256}
