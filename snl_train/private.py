@@ -54,7 +54,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from capacity.cli import quiet_broken_pipe
+from capacity.cli import quiet_broken_pipe, report_error
 
 from .accounting import PrivateLayer
 from .gates import ReLUGate, is_gated, site_modules
@@ -1130,14 +1130,17 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+PROG = "python -m snl_train.private"
+
+
 def build_parser():
     import argparse
 
     class Parser(argparse.ArgumentParser):
         def error(self, message):  # one line, no usage block
-            raise SystemExit(f"error: {message}")
+            raise SystemExit(f"{PROG}: error: {message} (see --help)")
 
-    p = Parser(prog="python -m snl_train.private", description=(
+    p = Parser(prog=PROG, description=(
         "Run a finished SNL run's network under two-party MPC (CrypTen, 2 parties on this machine, "
         "trusted-dealer provider: online phase only), check the secure predictions against "
         "plaintext, report time, bytes and rounds, and write RUN_DIR/private.json."))
@@ -1176,15 +1179,13 @@ def main(argv=None) -> int:
             return 2
         return exit_.code
     if not crypten_available():
-        print(f"error: {INSTALL_HINT}", file=sys.stderr)
-        return 2
+        return report_error(PROG, INSTALL_HINT)
     try:
         doc = measure_run(args.run_dir, config_from_args(args))
     except (CryptenMissing, ValueError) as error:  # RunError, CheckpointError, DataError, UnsupportedOpError
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(PROG, str(error))
     except PartyError as error:
-        print(f"error: {error}", file=sys.stderr)
+        report_error(PROG, str(error))
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -1192,11 +1193,6 @@ def main(argv=None) -> int:
     print(json.dumps(doc, indent=2) if args.json else render_text(doc) + f"\nwrote {args.run_dir}/private.json")
     return 0
 
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())
 
 
 def preflight(model: nn.Module, example_input: torch.Tensor) -> None:
@@ -1225,10 +1221,9 @@ def measure_after_training(run_dir, log: Callable[[str], None] = print,
     try:
         doc = measure_run(run_dir, config)
     except (CryptenMissing, ValueError) as error:  # RunError, DataError, UnsupportedOpError
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error("python -m snl_train", str(error))
     except PartyError as error:
-        print(f"error: private inference failed: {error}", file=sys.stderr)
+        report_error("python -m snl_train", f"private inference failed: {error}")
         return 1
     except KeyboardInterrupt:
         print(f"interrupted; the run is finished, measure it with python -m snl_train.private "
@@ -1242,3 +1237,9 @@ def measure_after_training(run_dir, log: Callable[[str], None] = print,
             + ("n/a" if r["accuracy"] is None else f"{r['accuracy']:.4f}"))
     log(f"wrote {run_dir}/private.json; added 'private' to result.json")
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -441,7 +441,7 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, make_args, messag
         pytest.skip("without CrypTen the command stops at the install hint")
     assert main(make_args(tmp_path)) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and err.startswith("python -m snl_train.private: error: ") and message in err
 
 
 def test_without_crypten_the_command_says_how_to_install_it(tmp_path, capsys, monkeypatch):
