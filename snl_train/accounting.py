@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import torch
+import torch  # noqa: F401  (the doctests use it)
 import torch.nn as nn
 
 from snl_train.gates import (ReLUGate, eval_forward, is_gated, materialize_gates, site_modules,
