@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["ENV_VAR", "fused_available", "fused_enabled", "fused_applies", "linearize", "frozen_linearize",
+__all__ = ["ENV_VAR", "fused_available", "fused_enabled", "fused_applies", "load_error", "linearize", "frozen_linearize",
            "lerp_gate"]
 
 ENV_VAR = "SNL_FUSED_GATES"
@@ -56,7 +56,9 @@ def fused_enabled() -> bool:
 
 
 def _build_flags() -> list[str]:
-    flags = ["-O3", "-fopenmp", "-ffp-contract=off"]
+    # -fno-math-errno and -fno-trapping-math as torch's own build: without them the compiler
+    # may not evaluate both sides of a select, and the lerp loops stay scalar
+    flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
     # torch's AVX2 / AVX512 element-wise kernels compute a * b + c with one fused multiply-add;
     # computing it the same way keeps the fused gates bit-identical to the eager ones.
     if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
@@ -92,6 +94,11 @@ def _ops() -> Any:
                               f"results are the same, only slower. Set {ENV_VAR}=0 to skip the "
                               "build.", RuntimeWarning, stacklevel=4)
     return _LOADED["ops"]
+
+
+def load_error() -> str:
+    """Why the fused kernels could not be built or loaded ("" if they were, or were not tried)."""
+    return _LOADED.get("error", "")
 
 
 def fused_available() -> bool:
@@ -130,15 +137,25 @@ def _kind(activation: Any) -> tuple[int, float, float, float]:
 _RELU = (0, 0.0, 0.0, 0.0)
 
 
-def _forward(ctx, z: torch.Tensor, c: torch.Tensor, kind: tuple, inplace: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the forward kernel; returns (output, input as the backward pass needs it)."""
+def _mode(z: torch.Tensor, c: torch.Tensor, inplace: bool) -> str:
+    """``"out"``, ``"inplace"`` or ``"overwrite"`` (in place with no backward pass to save for).
+
+    Decided before ``Function.apply``: inside ``forward`` grad mode is always off.
+    """
     if not inplace:
+        return "out"
+    return "inplace" if torch.is_grad_enabled() and (z.requires_grad or c.requires_grad) else "overwrite"
+
+
+def _forward(ctx, z: torch.Tensor, c: torch.Tensor, kind: tuple, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the forward kernel; returns (output, input as the backward pass needs it)."""
+    if mode == "out":
         out = torch.empty_like(z)
         _ops().gate_forward(z, c, out, None, *kind)
         return out, z
     ctx.mark_dirty(z)
-    if not torch.is_grad_enabled() or not (z.requires_grad or c.requires_grad):
-        _ops().gate_forward(z, c, z, None, *kind)  # no backward pass: just overwrite
+    if mode == "overwrite":
+        _ops().gate_forward(z, c, z, None, *kind)
         return z, z
     saved = torch.empty_like(z)
     _ops().gate_forward(z, c, z, saved, *kind)  # one pass: copy z aside, overwrite it
@@ -159,15 +176,15 @@ class _FusedLinearize(torch.autograd.Function):
     """``z - c * min(z, 0)`` (the fused form of ``gates._LinearizeFunction``), saving ``z``, ``c``."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, c: torch.Tensor, inplace: bool) -> torch.Tensor:
-        out, saved = _forward(ctx, z, c, _RELU, inplace)
+    def forward(ctx, z: torch.Tensor, c: torch.Tensor, mode: str) -> torch.Tensor:
+        out, saved = _forward(ctx, z, c, _RELU, mode)
         ctx.save_for_backward(saved, c)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         z, c = ctx.saved_tensors
-        if torch.is_grad_enabled():  # a graph of the backward pass is wanted: the eager formula
+        if torch.is_grad_enabled():  # create_graph: the eager backward, with its behaviour
             from .gates import _LinearizeFunction
             return (*_LinearizeFunction.backward(ctx, grad), None)
         return (*_backward(ctx, grad, z, c, _RELU), None)
@@ -204,9 +221,9 @@ class _FusedLerp(torch.autograd.Function):
     """``lerp(z, act(z), c)`` for ReLU6, Hardtanh and LeakyReLU (the fused ``gates._LerpFunction``)."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, c: torch.Tensor, activation: Any, inplace: bool) -> torch.Tensor:
+    def forward(ctx, z: torch.Tensor, c: torch.Tensor, activation: Any, mode: str) -> torch.Tensor:
         ctx.activation = activation
-        out, saved = _forward(ctx, z, c, _kind(activation), inplace)
+        out, saved = _forward(ctx, z, c, _kind(activation), mode)
         ctx.save_for_backward(saved, c)
         return out
 
@@ -224,7 +241,7 @@ def linearize(z: torch.Tensor, c: torch.Tensor, inplace: bool = False) -> torch.
 
     Only for inputs where :func:`fused_applies` holds.
     """
-    return _FusedLinearize.apply(z, c, inplace)
+    return _FusedLinearize.apply(z, c, _mode(z, c, inplace))
 
 
 def frozen_linearize(z: torch.Tensor, c: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -234,4 +251,4 @@ def frozen_linearize(z: torch.Tensor, c: torch.Tensor, inplace: bool = False) ->
 
 def lerp_gate(z: torch.Tensor, c: torch.Tensor, activation: Any, inplace: bool = False) -> torch.Tensor:
     """Fused ``lerp(z, act(z), c)`` for a ReLU6, Hardtanh or LeakyReLU ``activation``."""
-    return _FusedLerp.apply(z, c, activation, inplace)
+    return _FusedLerp.apply(z, c, activation, _mode(z, c, inplace))

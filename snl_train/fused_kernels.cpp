@@ -39,9 +39,11 @@ inline T mul_add(T a, T b, T c) {  // a * b + c as torch's kernel of this CPU co
 }
 
 template <typename T>
-inline T lerp(T start, T end, T weight) {  // at::native lerp_vec, branch for branch
+inline T lerp(T start, T end, T weight) {  // at::native lerp_vec: both branches, then a blend
   T diff = end - start;
-  return std::abs(weight) < T(0.5) ? mul_add(weight, diff, start) : mul_add(weight - T(1), diff, end);
+  T from_start = mul_add(weight, diff, start);
+  T from_end = mul_add(weight - T(1), diff, end);
+  return std::abs(weight) < T(0.5) ? from_start : from_end;
 }
 
 // z - c * min(z, 0) as addcmul(z, c, clamp(z, max=0), value=-1) computes it.
@@ -79,10 +81,15 @@ struct Hardtanh {
 template <typename T>
 struct LeakyRelu {
   T slope;
-  inline T act(T z) const { return z > T(0) ? z : z * slope; }
+  // products computed on both sides of the select, so that the loops vectorize
+  inline T act(T z) const {
+    T scaled = z * slope;
+    return z > T(0) ? z : scaled;
+  }
   inline T forward(T z, T c) const { return lerp(z, act(z), c); }
   inline T backward(T grad, T z, T c, T& slope_term) const {
-    T own = z > T(0) ? grad : grad * slope;  // leaky_relu_backward
+    T scaled = grad * slope;
+    T own = z > T(0) ? grad : scaled;  // leaky_relu_backward
     slope_term = (act(z) - z) * grad;
     return lerp(grad, own, c);
   }
@@ -121,9 +128,10 @@ inline void for_runs(const Shape& s, int64_t begin, int64_t end, Fn fn) {
 }
 
 template <typename T, typename Op>
-void forward_impl(const Op& op, const Shape& s, const T* z, const T* c, T* out, T* saved) {
+void forward_impl(const Op op_arg, const Shape& s, const T* z, const T* c, T* out, T* saved) {
   int64_t total = s.n * s.per_sample;
   at::parallel_for(0, total, kGrain, [&](int64_t begin, int64_t end) {
+    const Op op = op_arg;  // a local copy: the output pointers cannot alias its constants
     for_runs(s, begin, end, [&](int64_t start, int64_t len, int64_t ci) {
       const T* zp = z + start;
       T* op_ = out + start;
@@ -154,9 +162,10 @@ void forward_impl(const Op& op, const Shape& s, const T* z, const T* c, T* out, 
 
 // Input gradient only: element-wise, any split.
 template <typename T, typename Op>
-void grad_input_impl(const Op& op, const Shape& s, const T* g, const T* z, const T* c, T* gz) {
+void grad_input_impl(const Op op_arg, const Shape& s, const T* g, const T* z, const T* c, T* gz) {
   int64_t total = s.n * s.per_sample;
   at::parallel_for(0, total, kGrain, [&](int64_t begin, int64_t end) {
+    const Op op = op_arg;  // a local copy: the output pointers cannot alias its constants
     for_runs(s, begin, end, [&](int64_t start, int64_t len, int64_t ci) {
       const T* gp = g + start;
       const T* zp = z + start;
@@ -178,10 +187,11 @@ void grad_input_impl(const Op& op, const Shape& s, const T* g, const T* z, const
 // Pixel-wise slope gradient (and the input gradient if gz): tasks own disjoint slope entries,
 // each entry summed over the batch in order n = 0, 1, ...
 template <typename T, typename Op>
-void grad_pixel_impl(const Op& op, const Shape& s, const T* g, const T* z, const T* c, T* gz, T* gc) {
+void grad_pixel_impl(const Op op_arg, const Shape& s, const T* g, const T* z, const T* c, T* gz, T* gc) {
   const int64_t J = s.per_sample;
   int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, s.n));
   at::parallel_for(0, J, grain, [&](int64_t begin, int64_t end) {
+    const Op op = op_arg;
     std::vector<double> acc(kBlock);
     for (int64_t j0 = begin; j0 < end; j0 += kBlock) {
       int64_t len = std::min(kBlock, end - j0);
@@ -217,9 +227,10 @@ void grad_pixel_impl(const Op& op, const Shape& s, const T* g, const T* z, const
 // sample and position by position, into kLanes partial sums (position p into lane p % kLanes),
 // added up in lane order at the end.
 template <typename T, typename Op>
-void grad_channel_impl(const Op& op, const Shape& s, const T* g, const T* z, const T* c, T* gz, T* gc) {
+void grad_channel_impl(const Op op_arg, const Shape& s, const T* g, const T* z, const T* c, T* gz, T* gc) {
   const int64_t C = s.channels, S = s.positions, J = s.per_sample;
   at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+    const Op op = op_arg;
     for (int64_t ch = begin; ch < end; ++ch) {
       double lanes[kLanes] = {0};
       const T cv = c[ch];
