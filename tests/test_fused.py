@@ -315,3 +315,19 @@ def test_inference_mode_and_no_grad_overwrite_in_place():
             out = gate(h, inplace=True)
         assert out is h and calls.forward == 1 and torch.equal(h, want)
 
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu"])
+def test_inplace_on_an_input_that_needs_no_gradient_still_learns_the_slope(name):
+    """In place on data (no gradient of its own): the original z is kept for the slope's gradient."""
+    z = breakpoint_input((5, 2, 3), torch.float64, name, seed=37)
+    gate = make_gate(name, "channel", z, c=random_slopes)
+    h = z.clone()
+    with FusedCalls() as calls:
+        gate(h, inplace=True).backward(torch.ones_like(h))
+    assert calls.forward == 1
+    got = gate.c.grad.clone()
+    gate.c.grad = None
+    with eager_gates():
+        gate(z.clone(), inplace=True).backward(torch.ones_like(z))
+    assert_slope_grads_close(got, gate.c.grad, terms_scale=float(z.abs().sum()))
