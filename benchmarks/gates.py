@@ -42,6 +42,7 @@ Usage::
     python benchmarks/gates.py                # both tables, full sizes (minutes on 2 cores)
     python benchmarks/gates.py --quick        # small sizes, seconds
     python benchmarks/gates.py --table zoo    # the model-zoo table only
+    python benchmarks/gates.py --table zoo --threads 1 --cpu-time   # CPU time, for a loaded machine
 """
 
 from __future__ import annotations
@@ -217,8 +218,12 @@ def fused_status() -> str:
     return "gate kernels: fused (snl_train.fused) where they apply"
 
 
-def zoo_rows(cases, warmup: int, rounds: int) -> list[dict]:
-    """Plain against gated training steps per model (interleaved, fastest of ``rounds``)."""
+def zoo_rows(cases, warmup: int, rounds: int, clock=time.perf_counter) -> list[dict]:
+    """Plain against gated training steps per model (interleaved, fastest of ``rounds``).
+
+    ``clock`` is wall time by default; ``time.process_time`` (``--cpu-time``) counts only the
+    CPU time of this process, which other jobs on the machine do not add to (with one thread).
+    """
     from snl_train.accounting import count_relus
     from snl_train.gates import gating_mechanism
 
@@ -233,10 +238,10 @@ def zoo_rows(cases, warmup: int, rounds: int) -> list[dict]:
         times = {k: [] for k in models}
         for round_index in range(warmup + rounds):
             for key, model in models.items():
-                start = time.perf_counter()
+                start = clock()
                 train_step(model, optimizers[key], x, y)
                 if round_index >= warmup:
-                    times[key].append(time.perf_counter() - start)
+                    times[key].append(clock() - start)
         fused_calls = fused_gate_calls(gated, x, y)
         peaks = {k: step_peak_bytes(m, optimizers[k], x, y) / 2**20 for k, m in models.items()}
         best = {k: 1000 * min(v) for k, v in times.items()}
@@ -344,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (seconds)")
     parser.add_argument("--rounds", type=int, default=None, help="timed steps per variant")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="model-zoo table: time steps by this process's CPU time, not wall time "
+                             "(steadier on a loaded machine; use with --threads 1)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     parser.add_argument("--table", choices=("gates", "zoo", "all"), default="all",
                         help="the gate-variants table, the model-zoo table, or both (default)")
@@ -368,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, model, x, classes in cases:
             rows += bench(label, model, x, classes, warmup, rounds)
     if args.table in ("zoo", "all") and not args.compiled_only:
-        zoo = zoo_rows(zoo_cases(args.quick), warmup, rounds)
+        zoo = zoo_rows(zoo_cases(args.quick), warmup, rounds,
+                       clock=time.process_time if args.cpu_time else time.perf_counter)
     if args.compiled or args.compiled_only:
         for label, model, x, classes in speed_cases(args.quick):
             speed_rows += bench_speed(label, model, x, classes, warmup, rounds)
@@ -376,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"gate_kernels": fused_status(), "variants": rows, "zoo": zoo,
                           "speed": speed_rows}, indent=2))
         return 0
+    clock = "process CPU time" if args.cpu_time else "wall time"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{rounds} timed steps per variant; {fused_status()}")
+          f"{rounds} timed steps per variant ({clock}); {fused_status()}")
     if rows:
         print_table(rows)
     if zoo:
