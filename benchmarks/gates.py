@@ -32,13 +32,17 @@ otherwise the in-repo replicas of their patterns (``snl_train.replicas``: norm-a
 with ``self.training`` branches, drop-path, an auxiliary head, MobileNetV2's ReLU6, an
 untraceable model). It names the gating mechanism each model gets (``fx`` or ``runtime``)
 and reports step time and peak step memory of the gated model as ratios to the plain one,
-interleaved and fastest of N as above; the target is 1.10x step time for every model.
+interleaved and fastest of N as above; the target is 1.10x step time for every model. Its
+``fused`` column counts the gates that ran the fused kernels of ``snl_train.fused`` in one
+step (the header line says whether they are in use; ``SNL_FUSED_GATES=0`` runs the eager
+gates instead).
 
 Usage::
 
     python benchmarks/gates.py                # both tables, full sizes (minutes on 2 cores)
     python benchmarks/gates.py --quick        # small sizes, seconds
     python benchmarks/gates.py --table zoo    # the model-zoo table only
+    python benchmarks/gates.py --table zoo --threads 1 --cpu-time   # CPU time, for a loaded machine
 """
 
 from __future__ import annotations
@@ -185,8 +189,41 @@ def zoo_cases(quick: bool) -> list[tuple[str, callable, torch.Tensor, int]]:
             for name, factory in REPLICAS.items()]
 
 
-def zoo_rows(cases, warmup: int, rounds: int) -> list[dict]:
-    """Plain against gated training steps per model (interleaved, fastest of ``rounds``)."""
+def fused_gate_calls(model, x, y) -> int:
+    """How many gates of one training step ran the fused kernels (``snl_fused`` forward ops)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.namespace == "snl_fused" and "forward" in func.__name__:
+                Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        F.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return Count.calls
+
+
+def fused_status() -> str:
+    """One line: whether the gates run the fused kernels in this process, and if not why."""
+    from snl_train import fused
+
+    if not fused.fused_enabled():
+        return f"gate kernels: eager ({fused.ENV_VAR}=0)"
+    if not fused.fused_available():
+        return f"gate kernels: eager (fused kernels unavailable: {fused.load_error()})"
+    return "gate kernels: fused (snl_train.fused) where they apply"
+
+
+def zoo_rows(cases, warmup: int, rounds: int, clock=time.perf_counter) -> list[dict]:
+    """Plain against gated training steps per model (interleaved, fastest of ``rounds``).
+
+    ``clock`` is wall time by default; ``time.process_time`` (``--cpu-time``) counts only the
+    CPU time of this process, which other jobs on the machine do not add to (with one thread).
+    """
     from snl_train.accounting import count_relus
     from snl_train.gates import gating_mechanism
 
@@ -201,14 +238,15 @@ def zoo_rows(cases, warmup: int, rounds: int) -> list[dict]:
         times = {k: [] for k in models}
         for round_index in range(warmup + rounds):
             for key, model in models.items():
-                start = time.perf_counter()
+                start = clock()
                 train_step(model, optimizers[key], x, y)
                 if round_index >= warmup:
-                    times[key].append(time.perf_counter() - start)
+                    times[key].append(clock() - start)
+        fused_calls = fused_gate_calls(gated, x, y)
         peaks = {k: step_peak_bytes(m, optimizers[k], x, y) / 2**20 for k, m in models.items()}
         best = {k: 1000 * min(v) for k, v in times.items()}
         rows.append({"model": label, "mechanism": gating_mechanism(gated)[0],
-                     "sites": len(gate_sites(gated)), "relus": count_relus(plain, x[:1]),
+                     "sites": len(gate_sites(gated)), "fused": fused_calls, "relus": count_relus(plain, x[:1]),
                      "plain_ms": best["plain"], "gated_ms": best["gated"],
                      "time_ratio": best["gated"] / best["plain"], "plain_peak_mb": peaks["plain"],
                      "gated_peak_mb": peaks["gated"], "peak_ratio": peaks["gated"] / peaks["plain"]})
@@ -216,12 +254,12 @@ def zoo_rows(cases, warmup: int, rounds: int) -> list[dict]:
 
 
 def print_zoo_table(rows: list[dict]) -> None:
-    header = (f"{'model':<32} {'gating':<8} {'sites':>5} {'ReLUs':>8} {'plain ms':>9} {'gated ms':>9} "
+    header = (f"{'model':<32} {'gating':<8} {'sites':>5} {'fused':>5} {'ReLUs':>8} {'plain ms':>9} {'gated ms':>9} "
               f"{'x plain':>8} {'peak MB':>8} {'gated MB':>9} {'x plain':>8}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['model']:<32} {r['mechanism']:<8} {r['sites']:>5} {r['relus']:>8} {r['plain_ms']:>9.1f} "
+        print(f"{r['model']:<32} {r['mechanism']:<8} {r['sites']:>5} {r['fused']:>5} {r['relus']:>8} {r['plain_ms']:>9.1f} "
               f"{r['gated_ms']:>9.1f} {r['time_ratio']:>8.3f} {r['plain_peak_mb']:>8.1f} "
               f"{r['gated_peak_mb']:>9.1f} {r['peak_ratio']:>8.3f}")
 
@@ -311,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (seconds)")
     parser.add_argument("--rounds", type=int, default=None, help="timed steps per variant")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="model-zoo table: time steps by this process's CPU time, not wall time "
+                             "(steadier on a loaded machine; use with --threads 1)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     parser.add_argument("--table", choices=("gates", "zoo", "all"), default="all",
                         help="the gate-variants table, the model-zoo table, or both (default)")
@@ -335,15 +376,18 @@ def main(argv: list[str] | None = None) -> int:
         for label, model, x, classes in cases:
             rows += bench(label, model, x, classes, warmup, rounds)
     if args.table in ("zoo", "all") and not args.compiled_only:
-        zoo = zoo_rows(zoo_cases(args.quick), warmup, rounds)
+        zoo = zoo_rows(zoo_cases(args.quick), warmup, rounds,
+                       clock=time.process_time if args.cpu_time else time.perf_counter)
     if args.compiled or args.compiled_only:
         for label, model, x, classes in speed_cases(args.quick):
             speed_rows += bench_speed(label, model, x, classes, warmup, rounds)
     if args.json:
-        print(json.dumps({"variants": rows, "zoo": zoo, "speed": speed_rows}, indent=2))
+        print(json.dumps({"gate_kernels": fused_status(), "variants": rows, "zoo": zoo,
+                          "speed": speed_rows}, indent=2))
         return 0
+    clock = "process CPU time" if args.cpu_time else "wall time"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{rounds} timed steps per variant")
+          f"{rounds} timed steps per variant ({clock}); {fused_status()}")
     if rows:
         print_table(rows)
     if zoo:

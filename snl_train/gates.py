@@ -58,6 +58,7 @@ import torch.nn as nn
 from torch.nn.parameter import UninitializedParameter
 from torch.overrides import TorchFunctionMode
 
+from . import fused
 from .sites import (RELU, Activation, CallSites, Discovery, GatingError, ReLUSite, SiteRecord,
                     describe_frame, discover, hidden_activation_modules, is_excluded,
                     module_activation, parse_call, preserved_state, trace_relu_sites,
@@ -259,6 +260,8 @@ class ReLUGate(nn.Module):
             self._materialize(z)
         else:
             self._check_shape(z)
+        if self.variant == "linearize" and fused.fused_applies(z, self.c):
+            return self._fused_gate(z, inplace)
         if not inplace:
             return self._gate(z)
         # An in-place call site: later readers of z must see the result. The gate saves its
@@ -276,6 +279,15 @@ class ReLUGate(nn.Module):
         if not c.requires_grad and not torch.compiler.is_compiling() and bool((c <= 1).all()):
             return _FrozenLinearizeFunction.apply(z, c)
         return _LinearizeFunction.apply(z, c)
+
+    def _fused_gate(self, z: torch.Tensor, inplace: bool) -> torch.Tensor:
+        """``_gate`` (and, ``inplace``, the write into ``z``) in one pass each way: same results."""
+        activation, c = self.activation, self.c
+        if activation.family != "relu":
+            return fused.lerp_gate(z, c, activation, inplace)
+        if not c.requires_grad and bool((c <= 1).all()):
+            return fused.frozen_linearize(z, c, inplace)
+        return fused.linearize(z, c, inplace)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         if self.is_materialized:
