@@ -1,14 +1,297 @@
 """Edge cases of capacity.pieces: exact error messages, the reader's defaults, the work
 estimate, the command line's text and the fast path's tolerances."""
 
+import json
+import re
 from fractions import Fraction as F
 
 import pytest
 
-from capacity.pieces import NetworkError, load_network
+from capacity.cli import UsageError
+from capacity.pieces import (
+    EXACT_RATE,
+    NetworkError,
+    _check_work,
+    build_parser,
+    exact_work,
+    load_network,
+    main,
+    network_from_dict,
+    network_to_dict,
+)
+
+ONE = {"weight": [[1]], "bias": [0]}  # one neuron, t -> relu(t)
+OUT1 = {"weight": [1]}
 
 
-def test_direction_must_not_be_zero():
-    """A zero direction is refused with the message naming it."""
-    with pytest.raises(NetworkError, match=r"^direction must not be the zero vector$"):
-        load_network({"layers": [], "output": {"weight": [1, 1]}, "direction": [0, F(0)]})
+def refused(data, message):
+    """network_from_dict refuses ``data`` with exactly ``message``."""
+    with pytest.raises(NetworkError) as info:
+        network_from_dict(data)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("data, message", [
+    ([1, 2], "the network must be a JSON object with keys 'layers' and 'output'"),
+    ({"output": OUT1}, "the network has no 'layers' key"),
+    ({"layers": []}, "the network has no 'output' key"),
+    ({"layers": [], "output": {"weight": []}, "activation": "tanh"},
+     "activation must be one of ['hardtanh', 'leaky_relu', 'relu'], got 'tanh'"),
+    ({"layers": {}, "output": OUT1}, "'layers' must be a list of {weight, bias, mask} objects"),
+    ({"layers": [[1]], "output": OUT1}, "layers[0] must be an object with 'weight' and 'bias'"),
+    ({"layers": [{"bias": [0]}], "output": OUT1}, "layers[0] must be an object with 'weight' and 'bias'"),
+    ({"layers": [ONE, {"weight": [[1]]}], "output": OUT1},
+     "layers[1] must be an object with 'weight' and 'bias'"),
+    ({"layers": [{"weight": 3, "bias": [0]}], "output": OUT1}, "layers[0].weight must be a list of rows, got 3"),
+    ({"layers": [{"weight": [[1], [1, 2]], "bias": [0, 0]}], "output": OUT1},
+     "layers[0].weight[1] must have length 1, got 2"),
+    ({"layers": [{"weight": [[1], "x"], "bias": [0, 0]}], "output": OUT1},
+     'layers[0].weight[1] must be a list of numbers, got "x"'),
+    ({"layers": [{"weight": [[1], [1]], "bias": [0]}], "output": OUT1}, "layers[0].bias must have length 2, got 1"),
+    ({"layers": [{"weight": [[1]], "bias": 0}], "output": OUT1}, "layers[0].bias must be a list of numbers, got 0"),
+    ({"layers": [{"weight": [[1]], "bias": [True]}], "output": OUT1}, "layers[0].bias[0] must be a number, got true"),
+    ({"layers": [{"weight": [[1]], "bias": [None]}], "output": OUT1}, "layers[0].bias[0] must be a number, got null"),
+    ({"layers": [{"weight": [[1]], "bias": [{"a": 1}]}], "output": OUT1},
+     'layers[0].bias[0] must be a number, got {"a": 1}'),
+    ({"layers": [{"weight": [[1]], "bias": [float("inf")]}], "output": OUT1},
+     "layers[0].bias[0] must be finite, got inf"),
+    ({"layers": [{"weight": [[1]], "bias": [float("nan")]}], "output": OUT1},
+     "layers[0].bias[0] must be finite, got nan"),
+    ({"layers": [{"weight": [[1]], "bias": [0], "mask": [1, 0]}], "output": OUT1},
+     "layers[0].mask must be a list of 1 entries 0/1 (one per neuron), got 2"),
+    ({"layers": [{"weight": [[1]], "bias": [0], "mask": 1}], "output": OUT1},
+     "layers[0].mask must be a list of 1 entries 0/1 (one per neuron), got 1"),
+    ({"layers": [{"weight": [[1]], "bias": [0], "mask": "1"}], "output": OUT1},
+     'layers[0].mask must be a list of 1 entries 0/1 (one per neuron), got "1"'),
+    ({"layers": [{"weight": [[1], [1]], "bias": [0, 0], "mask": [1, 2]}], "output": {"weight": [1, 1]}},
+     "layers[0].mask[1] must be 0 or 1, got 2"),
+    ({"layers": [{"weight": [[1], [1]], "bias": [0, 0], "mask": [0, True]}], "output": {"weight": [1, 1]}},
+     "layers[0].mask[1] must be 0 or 1, got true"),
+    ({"layers": [{"weight": [[1]], "bias": [0], "mask": ["1"]}], "output": OUT1},
+     'layers[0].mask[0] must be 0 or 1, got "1"'),
+    ({"layers": [ONE], "output": [1]}, "'output' must be an object with 'weight' and 'bias'"),
+    ({"layers": [ONE], "output": {"bias": 0}}, "'output' must be an object with 'weight' and 'bias'"),
+    ({"layers": [ONE], "output": {"weight": [[1], [1]]}},
+     "output.weight must have one row (a single output), got 2"),
+    ({"layers": [ONE], "output": {"weight": [1], "bias": [0, 1]}},
+     "output.bias must be one number (a single output), got 2"),
+    ({"layers": [ONE], "output": {"weight": [1], "bias": []}},
+     "output.bias must be one number (a single output), got 0"),
+    ({"layers": [ONE], "output": {"weight": [1], "bias": "x"}},
+     "output.bias must be an integer or a fraction p/q, got 'x'"),
+    ({"layers": [ONE], "output": {"weight": [1, 2]}}, "output.weight must have length 1, got 2"),
+    ({"layers": [ONE], "output": OUT1, "origin": [0, 0]}, "layers[0].weight[0] must have length 2, got 1"),
+    ({"layers": [ONE], "output": OUT1, "direction": [1, 1]}, "layers[0].weight[0] must have length 2, got 1"),
+    ({"layers": [ONE], "output": OUT1, "origin": [0], "direction": [1, 1]}, "direction must have length 1, got 2"),
+    ({"layers": [{"weight": [[1, 2]], "bias": [0]}], "output": OUT1}, "direction must be a list of numbers, got null"),
+    ({"layers": [ONE], "output": OUT1, "direction": [0]}, "direction must not be the zero vector"),
+    ({"layers": [ONE], "output": OUT1, "direction": ["0/5"]}, "direction must not be the zero vector"),
+])
+def test_reader_messages(data, message):
+    """Every malformed network is refused with a message naming the entry and the problem."""
+    refused(data, message)
+
+
+def test_reader_defaults_and_exact_numbers():
+    """Mask, line, activation and output bias default as documented; floats are read
+    exactly (integral ones as ints), strings as fractions in lowest terms."""
+    net = network_from_dict({"layers": [{"weight": [[0.5], [2.0]], "bias": ["3/6", "-4/2"]}],
+                             "output": {"weight": [[1, "1/3"]]}})
+    layer = net.layers[0]
+    assert layer.weight == ((F(1, 2),), (2,)) and type(layer.weight[1][0]) is int
+    assert layer.bias == (F(1, 2), -2) and type(layer.bias[1]) is int
+    assert layer.mask == (1, 1)
+    assert net.output_weight == (1, F(1, 3)) and net.output_bias == 0
+    assert (net.origin, net.direction, net.activation) == ((0,), (1,), "relu")
+    assert network_from_dict({"layers": [ONE], "output": {"weight": [1], "bias": ["7/2"]}}).output_bias == F(7, 2)
+
+
+def test_reader_line_and_input_width():
+    """The input width comes from origin, else direction, else the first layer's rows;
+    origin defaults to zeros of that width, direction to 1 only for a 1-D input."""
+    two = {"layers": [{"weight": [[1, 2]], "bias": [0]}], "output": OUT1}
+    net = network_from_dict(dict(two, direction=[1, -1]))
+    assert net.origin == (0, 0) and net.direction == (1, -1)
+    net = network_from_dict(dict(two, origin=[3, 4], direction=[0, 1]))
+    assert net.origin == (3, 4) and net.direction == (0, 1)
+    net = network_from_dict({"layers": [], "output": {"weight": [1, 1]}, "origin": [0, 5], "direction": [1, 0]})
+    assert net.origin == (0, 5) and net([F(1), F(5)]) == 6
+    empty = network_from_dict({"layers": [{"weight": [], "bias": []}, {"weight": [], "bias": []}],
+                               "output": {"weight": []}})
+    assert empty.widths == (0, 0) and empty.origin == (0,) and empty.direction == (1,)
+    deep = network_from_dict({"layers": [{"weight": [[1], [2]], "bias": [0, 0], "mask": [0, 1]},
+                                         {"weight": [[1, 1]], "bias": [0]}], "output": OUT1})
+    assert deep.widths == (2, 1) and deep.layers[0].mask == (0, 1)
+    assert network_from_dict({"layers": [ONE], "output": OUT1, "activation": "hardtanh"}).activation == "hardtanh"
+
+
+# ----------------------------------------------------------------------------- command line
+
+ONE_LAYER = {"layers": [{"weight": [[1], [1]], "bias": [0, -1]}], "output": {"weight": [1, -2], "bias": 0}}
+# relu(t) - relu(t - 1/2) is 0, t, 1/2 on (-inf, 0), (0, 1/2), (1/2, inf); layer 2 keeps it (>= 0)
+TWO_LAYERS = {"layers": [{"weight": [[1], [1]], "bias": [0, "-1/2"]}, {"weight": [[1, -1]], "bias": [0]}],
+              "output": {"weight": [1]}}
+CONSTANT = {"layers": [{"weight": [[0]], "bias": [1]}], "output": {"weight": [2], "bias": 3}}
+
+
+def run(tmp_path, capsys, data, *options):
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(data))
+    status = main([str(path), *options])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize("data, text", [
+    # one layer of 2: sharp (2 + 1) pieces; the paper states nothing for one layer
+    (ONE_LAYER, "pieces:      3\nbreakpoints: 0, 1\nwidths [2], kept [2], retained [2], p = 2\n"
+                "sharp bound: 3 pieces (capacity <= 4)\npaper bound: stated for two hidden layers only\n"),
+    # widths (2, 1): Theorem 1 gives 2 * 2 * 1 + 1 + 2 = 7, sharp (2 + 1)(1 + 1) = 6 pieces
+    (TWO_LAYERS, "pieces:      3\nbreakpoints: 0, 1/2\nwidths [2, 1], kept [2, 1], retained [2, 1], p = 2\n"
+                 "sharp bound: 6 pieces (capacity <= 7)\npaper bound (Theorem 1): 6 pieces (capacity <= 7)\n"),
+    # the only neuron has a zero row: pruned, a constant output without breakpoints
+    (CONSTANT, "pieces:      1\nbreakpoints: (none)\nwidths [1], kept [0], retained [0], p = 2\n"
+               "sharp bound: 1 pieces (capacity <= 2)\npaper bound: stated for two hidden layers only\n"),
+])
+def test_cli_text(tmp_path, capsys, data, text):
+    """The text report, line by line, with the counts and bounds worked out by hand."""
+    assert run(tmp_path, capsys, data) == (0, text, "")
+
+
+def test_cli_json_exact_and_fast(tmp_path, capsys):
+    """--json: exact numbers as strings; --fast: breakpoints as float reprs, "exact": false."""
+    status, out, _ = run(tmp_path, capsys, TWO_LAYERS, "--json")
+    assert status == 0 and out.count("\n") == 1
+    assert json.loads(out) == {
+        "pieces": 3, "breakpoints": ["0", "1/2"], "exact": True, "widths": [2, 1], "kept": [2, 1],
+        "retained": [2, 1], "p": 2, "sharp": {"pieces": "6", "capacity": "7"},
+        "paper": {"statement": "Theorem 1", "pieces": "6", "capacity": "7"}}
+    status, out, _ = run(tmp_path, capsys, ONE_LAYER, "--json", "--fast")
+    assert json.loads(out) == {
+        "pieces": 3, "breakpoints": ["0.0", "1.0"], "exact": False, "widths": [2], "kept": [2],
+        "retained": [2], "p": 2, "sharp": {"pieces": "3", "capacity": "4"}, "paper": None}
+
+
+def test_cli_help_text(monkeypatch):
+    """--help names the command, every option with its explanation, the example and exit 1."""
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option
+    text = build_parser().format_help()
+    assert text.startswith("usage: python -m capacity.pieces [-h] [--json] [--fast] [--time-limit SECONDS] network\n")
+    for line in [
+            "Count the linear pieces of a network (network JSON, see DESIGN.md) along the line "
+            "origin + t * direction, exactly, and print the paper's and the sharp bound for its "
+            "architecture and mask.",
+            "  network               network JSON file (UTF-8, at most 64 MB)",
+            "  --json                print one JSON object (exact numbers as strings)",
+            "  --fast                float64 numpy path instead of exact Fractions",
+            "  --time-limit SECONDS  refuse a count that would take longer, stop one that does "
+            "(default 20; 0: no limit)",
+            "example: python -m capacity.pieces examples/net.json --json",
+            "  1    output stopped early (the reader went away, e.g. | head)"]:
+        assert line in text.splitlines()
+
+
+def test_cli_options():
+    """Defaults: text report, exact path, 20 s; --time-limit takes a number >= 0."""
+    args = build_parser().parse_args(["net.json"])
+    assert (args.network, args.json, args.fast, args.time_limit) == ("net.json", False, False, 20.0)
+    args = build_parser().parse_args(["net.json", "--json", "--fast", "--time-limit", "0"])
+    assert (args.json, args.fast, args.time_limit) == (True, True, 0.0)
+    with pytest.raises(UsageError, match=r"argument --time-limit: must be >= 0, got '-1'"):
+        build_parser().parse_args(["net.json", "--time-limit", "-1"])
+
+
+def test_network_to_dict_exact_strings():
+    """Every number as an exact string, masks as ints; reading it back gives the network."""
+    data = {"activation": "leaky_relu",
+            "layers": [{"weight": [[0.5, -2]], "bias": ["1/3"], "mask": [0]}],
+            "output": {"weight": [3], "bias": "-7/4"}, "origin": [1, "2/6"], "direction": [0, -1]}
+    net = network_from_dict(data)
+    assert network_to_dict(net) == {
+        "activation": "leaky_relu",
+        "layers": [{"weight": [["1/2", "-2"]], "bias": ["1/3"], "mask": [0]}],
+        "output": {"weight": ["3"], "bias": "-7/4"}, "origin": ["1", "1/3"], "direction": ["0", "-1"]}
+    assert network_from_dict(network_to_dict(net)) == net
+
+
+def test_load_network_from_a_file(tmp_path):
+    """A path (str or Path) is read as JSON; a reading problem is a NetworkError naming the file."""
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(ONE_LAYER))
+    assert load_network(path) == load_network(str(path)) == network_from_dict(ONE_LAYER)
+    with pytest.raises(NetworkError, match=r"^cannot read network file .*none\.json: it does not exist$"):
+        load_network(tmp_path / "none.json")
+    path.write_text("[1, 2]")
+    with pytest.raises(NetworkError, match=r"^the network must be a JSON object"):
+        load_network(path)
+
+
+# ----------------------------------------------------------------------------- the work estimate
+
+
+def layers_of(*widths, kinks=None):
+    """Raw layers with the given widths; the first has ``kinks`` distinct kinks at t = 0, 1, ...
+    (the others masked), the later layers' numbers are never read by ``exact_work``."""
+    first = widths[0] if kinks is None else kinks
+    mask = [1] * first + [0] * (widths[0] - first)
+    layers = [{"weight": [[1]] * widths[0], "bias": [-k for k in range(widths[0])], "mask": mask}]
+    return layers + [{"weight": [[0]] * w, "bias": [0] * w} for w in widths[1:]]
+
+
+@pytest.mark.parametrize("data, work", [
+    # 3 + 0 kinks: 3 * 1 + 1 * (2 * 3 + 4 * 2)
+    ({"layers": layers_of(3, 2, 4, kinks=0), "output": {"weight": [1] * 4}}, 17),
+    # 3 kinks: 3 * 1 + 4 * (2 * 3 + 4 * 2)
+    ({"layers": layers_of(3, 2, 4), "output": {"weight": [1] * 4}}, 59),
+    # 2 of 3 kept: 3 + 3 * 14
+    ({"layers": layers_of(3, 2, 4, kinks=2), "output": {"weight": [1] * 4}}, 45),
+    # hard-tanh: kinks at t = -1, 1 and, for 2t, at -1/2, 1/2: 2 + 5 * (1 * 2)
+    ({"activation": "hardtanh", "layers": [{"weight": [[1], [2]], "bias": [0, 0]}, {"weight": [[1, 1]], "bias": [0]}],
+      "output": {"weight": [1]}}, 12),
+    # z = 2 + 2t and 2 + 4t (origin 1, direction 2) kink at -1 and -1/2; -(1 + 2t) - 1 again at -1;
+    # a zero-slope neuron (weight 0) and a masked one add none: 5 * 2 + 3 * (1 * 5)
+    ({"layers": [{"weight": [[1, 0], [2, 0], [-1, 0], [0, 1], [5, 0]], "bias": [1, 0, -1, 3, 0],
+                  "mask": [1, 1, 1, 1, 0]}, {"weight": [[1] * 5], "bias": [0]}],
+      "output": {"weight": [1]}, "origin": [1, 0], "direction": [2, 0]}, 25),
+    # one layer: only its own multiply-adds
+    ({"layers": layers_of(4), "output": {"weight": [1] * 4}}, 4),
+])
+def test_exact_work(data, work):
+    """The multiply-add estimate, worked out by hand from the first layer's kinks."""
+    assert exact_work(data) == work
+
+
+@pytest.mark.parametrize("data", [
+    {"output": {"weight": [1]}},                                              # KeyError
+    {"layers": [], "output": {"weight": []}},                                 # IndexError
+    {"layers": [{"weight": 3, "bias": [0]}], "output": {"weight": [1]}},      # TypeError
+    {"layers": [{"weight": [[1]], "bias": [0, 1]}], "output": {"weight": [1]}},  # NetworkError
+    [1, 2],                                                                   # TypeError
+])
+def test_exact_work_of_a_malformed_file_is_zero(data):
+    """A file malformed anywhere the estimate looks gives 0 (the reader reports it later)."""
+    assert exact_work(data) == 0
+
+
+def test_check_work_limits():
+    """A count is refused when its work exceeds EXACT_RATE * seconds, not when it equals it;
+    --fast and --time-limit 0 are never refused."""
+    assert EXACT_RATE == 5_000_000
+    at_limit = {"layers": layers_of(10, 499, kinks=0), "output": {"weight": [1] * 499}}
+    assert exact_work(at_limit) == 10 + 499 * 10 == 5000
+    _check_work(at_limit, False, 0.001)  # 5000 multiply-adds in 0.001 s: allowed
+    with pytest.raises(UsageError) as info:
+        _check_work(at_limit, False, 0.000999)
+    assert str(info.value) == (
+        "an exact count for widths [10, 499] needs at least 5e+03 multiply-adds (about 0 s here), "
+        "more than --time-limit 0.000999: use --fast (float64), or --time-limit 0 to count exactly anyway")
+    _check_work(at_limit, True, 0.000999)
+    _check_work(at_limit, False, 0)
+    _check_work(at_limit, False, -1)
+    big = {"layers": layers_of(1000, 5000), "output": {"weight": [1] * 5000}}
+    assert exact_work(big) == 1000 + 1001 * 5000 * 1000
+    with pytest.raises(UsageError) as info:
+        _check_work(big, False, 20)
+    assert str(info.value) == (
+        "an exact count for widths [1000, 5000] needs at least 5e+09 multiply-adds (about 1,001 s here), "
+        "more than --time-limit 20: use --fast (float64), or --time-limit 0 to count exactly anyway")
