@@ -9,6 +9,7 @@ import pytest
 
 from capacity.cli import UsageError
 from capacity.pieces import (
+    Layer,
     EXACT_RATE,
     NetworkError,
     _check_work,
@@ -295,3 +296,198 @@ def test_check_work_limits():
     assert str(info.value) == (
         "an exact count for widths [1000, 5000] needs at least 5e+09 multiply-adds (about 1,001 s here), "
         "more than --time-limit 20: use --fast (float64), or --time-limit 0 to count exactly anyway")
+
+
+# ----------------------------------------------------------------------------- torch models
+
+
+def linear(torch, rows, bias=None):
+    """An nn.Linear (float64) with the given weight rows and bias (None: no bias)."""
+    lin = torch.nn.Linear(len(rows[0]), len(rows), bias=bias is not None).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor(rows, dtype=torch.float64))
+        if bias is not None:
+            lin.bias.copy_(torch.tensor(bias, dtype=torch.float64))
+    return lin
+
+
+def gate(torch, c, activation=None, variant="linearize"):
+    """A materialized ReLUGate with slopes ``c``."""
+    from snl_train.gates import ReLUGate
+
+    g = ReLUGate(variant=variant) if activation is None else ReLUGate(variant=variant, activation=activation)
+    g(torch.zeros(1, len(c), dtype=torch.float64))
+    with torch.no_grad():
+        g.c.copy_(torch.tensor(c, dtype=torch.float64))
+    return g
+
+
+def agrees(torch, model, net, ts=tuple(F(k, 4) for k in range(-16, 17))):
+    """The network equals the torch model at every t (exact network, float64 model)."""
+    with torch.no_grad():
+        out = model(torch.tensor([[float(t)] for t in ts], dtype=torch.float64)).reshape(-1).tolist()
+    return out == pytest.approx([float(net([t])) for t in ts], abs=1e-12)
+
+
+def test_from_torch_reads_weights_bias_and_masks():
+    """Weights and biases exactly (no bias: zeros), a Linear without activation linearized,
+    Identity and Flatten skipped, the output layer's weight and bias, the default line."""
+    torch = pytest.importorskip("torch")
+    from capacity.pieces import from_torch
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), linear(torch, [[0.5], [-2.0]], [0.25, 1.0]),
+                                torch.nn.ReLU(), torch.nn.Identity(),
+                                linear(torch, [[1.0, 3.0], [2.0, 0.0]]),  # no bias, no activation
+                                linear(torch, [[1.0, -1.0]], [0.75]))
+    net = from_torch(model)
+    first, second = net.layers
+    assert first == Layer(((F(1, 2),), (-2,)), (F(1, 4), 1), (1, 1))
+    assert second == Layer(((1, 3), (2, 0)), (0, 0), (0, 0))
+    assert (net.output_weight, net.output_bias) == ((1, -1), F(3, 4))
+    assert (net.origin, net.direction, net.activation) == ((0,), (1,), "relu")
+    assert agrees(torch, model, net)
+    bare = from_torch(torch.nn.Sequential(linear(torch, [[2.0]])))  # no hidden layer, no bias
+    assert bare.layers == () and bare.output_weight == (2,) and bare.output_bias == 0
+    alone = from_torch(linear(torch, [[3.0]], [1.0]))  # a Linear on its own, not a Sequential
+    assert alone.layers == () and (alone.output_weight, alone.output_bias) == ((3,), 1)
+
+
+def test_from_torch_line():
+    """A wider input needs origin and direction (given as any sequence; either one alone
+    takes the other's default); a zero direction is refused."""
+    torch = pytest.importorskip("torch")
+    from capacity.pieces import from_torch
+
+    model = torch.nn.Sequential(linear(torch, [[1.0, 2.0]], [0.0]), torch.nn.ReLU(), linear(torch, [[1.0]]))
+    with pytest.raises(NetworkError, match=r"^the input has 2 features: give origin and direction$"):
+        from_torch(model)
+    net = from_torch(model, origin=(1, "1/2"), direction=[F(1, 3), -1])
+    assert (net.origin, net.direction) == ((1, F(1, 2)), (F(1, 3), -1))
+    assert from_torch(model, origin=[1, 2]).direction == (1, 1)
+    assert from_torch(model, direction=[0, 2]).origin == (0, 0)
+    with pytest.raises(NetworkError, match=r"^direction must not be the zero vector$"):
+        from_torch(model, direction=[0, 0])
+    with pytest.raises(NetworkError, match=r"^origin must have length 2, got 1$"):
+        from_torch(model, origin=[0], direction=[1, 1])
+    one = torch.nn.Sequential(linear(torch, [[1.0]], [0.0]), torch.nn.ReLU(), linear(torch, [[1.0]]))
+    assert from_torch(one, origin=[5]).origin == (5,) and from_torch(one, direction=[-1]).direction == (-1,)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda nn, L: [nn.ReLU(), L([[1.0]])], "module 0 (ReLU) must follow a Linear layer"),
+    (lambda nn, L: [L([[1.0]]), nn.ReLU(), nn.Hardtanh(), L([[1.0]])], "module 2 (Hardtanh) must follow a Linear layer"),
+    (lambda nn, L: [L([[1.0]]), nn.Tanh(), L([[1.0]])],
+     "module 1 (Tanh) is not Linear, ReLU, Hardtanh, LeakyReLU or ReLUGate"),
+    (lambda nn, L: [], "the model must end with a Linear layer with one output"),
+    (lambda nn, L: [L([[1.0]]), nn.ReLU()], "the model must end with a Linear layer with one output"),
+    (lambda nn, L: [L([[1.0]]), nn.ReLU(), L([[1.0], [2.0]])], "the model must end with a Linear layer with one output"),
+    (lambda nn, L: [L([[1.0]]), nn.Hardtanh(-2.0, 1.0), L([[1.0]])], "only Hardtanh(-1, 1) is supported"),
+    (lambda nn, L: [L([[1.0]]), nn.Hardtanh(-1.0, 2.0), L([[1.0]])], "only Hardtanh(-1, 1) is supported"),
+    (lambda nn, L: [L([[1.0]]), nn.LeakyReLU(0.1), L([[1.0]])], "only LeakyReLU(0.01) is supported"),
+    (lambda nn, L: [L([[1.0]]), nn.Hardtanh(), L([[1.0]]), nn.ReLU(), L([[1.0]])],
+     "all activations of the model must be of one kind, got hardtanh, relu"),
+    (lambda nn, L: [L([[1.0]]), nn.ReLU(), L([[1.0]]), nn.LeakyReLU(), L([[1.0]])],
+     "all activations of the model must be of one kind, got leaky_relu, relu"),
+    (lambda nn, L: [L([[1.0]]), nn.LeakyReLU(), L([[1.0]]), nn.Hardtanh(), L([[1.0]])],
+     "all activations of the model must be of one kind, got hardtanh, leaky_relu"),
+])
+def test_from_torch_refuses(build, message):
+    """An unsupported or misplaced module, a wrong output and mixed activations are
+    refused with a message naming the module (mixed kinds used to count every layer with
+    the last non-ReLU kind)."""
+    torch = pytest.importorskip("torch")
+    from capacity.pieces import from_torch
+
+    with pytest.raises(NetworkError) as info:
+        from_torch(torch.nn.Sequential(*build(torch.nn, lambda rows: linear(torch, rows, [0.0] * len(rows)))))
+    assert str(info.value) == message
+
+
+def test_from_torch_one_kind_with_linearized_layers():
+    """Layers without an activation do not count as a kind: Hardtanh with a linearized layer
+    (or LeakyReLU twice) is one kind, and the network equals the model."""
+    torch = pytest.importorskip("torch")
+    from capacity.pieces import from_torch
+
+    for act, kind in [(torch.nn.Hardtanh, "hardtanh"), (torch.nn.LeakyReLU, "leaky_relu")]:
+        model = torch.nn.Sequential(linear(torch, [[1.0], [1.0]], [0.0, -0.5]), act(),
+                                    linear(torch, [[1.0, -1.0]], [0.25]),
+                                    linear(torch, [[2.0]], [-0.5]), act(), linear(torch, [[1.0]]))
+        net = from_torch(model)
+        assert net.activation == kind and [layer.mask for layer in net.layers] == [(1, 1), (0,), (1,)]
+        assert agrees(torch, model, net)
+
+
+def test_from_torch_gate_activations():
+    """A gate counts with its own activation: Hardtanh(-1, 1) and LeakyReLU(0.01) gates
+    (alone or after add_gates), not ReLU; others are refused; c = 0 linearizes or prunes."""
+    torch = pytest.importorskip("torch")
+    from capacity.pieces import from_torch
+    from snl_train.gates import add_gates, gate_sites
+    from snl_train.sites import Activation
+
+    hardtanh, leaky = Activation("hardtanh", -1.0, 1.0), Activation("leaky_relu", slope=0.01)
+    for spec, kind in [(hardtanh, "hardtanh"), (leaky, "leaky_relu"), (None, "relu")]:
+        model = torch.nn.Sequential(linear(torch, [[1.0], [2.0], [1.0]], [0.0, 1.0, -3.0]),
+                                    gate(torch, [1.0, 0.0, 1.0], spec), linear(torch, [[1.0, 1.0, 1.0]], [0.0]))
+        net = from_torch(model)
+        assert net.activation == kind and net.layers[0].mask == (1, 0, 1) and agrees(torch, model, net)
+        zero = torch.nn.Sequential(model[0], gate(torch, [1.0, 0.0, 1.0], spec, variant="zero"), model[2])
+        net = from_torch(zero)
+        assert net.activation == kind and net.layers[0].mask == (1, 1, 1) and agrees(torch, zero, net)
+        assert net.layers[0].weight[1] == (0,) and net.layers[0].bias[1] == 0
+    model = torch.nn.Sequential(linear(torch, [[1.0], [1.0]], [0.0, -2.0]), torch.nn.Hardtanh(),
+                                linear(torch, [[1.0, -1.0], [1.0, 1.0]], [0.0, 0.5]), torch.nn.Hardtanh(),
+                                linear(torch, [[1.0, 2.0]], [0.0]))
+    add_gates(model, example_input=torch.zeros(2, 1, dtype=torch.float64))
+    sites = dict(gate_sites(model))
+    with torch.no_grad():
+        sites["1"].c.copy_(torch.tensor([0.0, 1.0]))
+    net = from_torch(model)
+    assert net.activation == "hardtanh" and [layer.mask for layer in net.layers] == [(0, 1), (1, 1)]
+    assert agrees(torch, model, net, ts=[F(k, 4) for k in range(-40, 41)])
+    for spec, name in [(Activation("hardtanh", 0.0, 6.0), "hardtanh"), (Activation("hardtanh", -1.0, 2.0), "hardtanh"),
+                       (Activation("leaky_relu", slope=0.2), "leaky_relu"), (Activation("relu6", 0.0, 6.0), "relu6")]:
+        odd = torch.nn.Sequential(linear(torch, [[1.0]], [0.0]), gate(torch, [1.0], spec), linear(torch, [[1.0]]))
+        with pytest.raises(NetworkError) as info:
+            from_torch(odd)
+        assert str(info.value) == (f"a ReLUGate for {spec} is not supported: only ReLU, Hardtanh(-1, 1) "
+                                   "and LeakyReLU(0.01) gates are")
+        assert name in str(info.value)
+
+
+def test_from_torch_gate_errors():
+    """A gate before any Linear, with c of the wrong size, non-binary c, or mixed with
+    another kind is refused; a gated model whose container lost a gate names the site."""
+    torch = pytest.importorskip("torch")
+    from capacity.pieces import from_torch
+    from snl_train.gates import add_gates
+    from snl_train.sites import Activation
+
+    def refused(model, message):
+        with pytest.raises(NetworkError) as info:
+            from_torch(model)
+        assert str(info.value) == message
+
+    lin = linear(torch, [[1.0], [1.0]], [0.0, 0.0])
+    out = linear(torch, [[1.0, 1.0]], [0.0])
+    refused(torch.nn.Sequential(gate(torch, [1.0]), lin, out), "module 0 (ReLUGate) must follow a Linear layer")
+    binarize = "a ReLUGate must have one c per neuron, each 0 or 1 (binarize it first)"
+    refused(torch.nn.Sequential(lin, gate(torch, [1.0, 0.0, 1.0]), out), binarize)
+    refused(torch.nn.Sequential(lin, gate(torch, [1.0]), out), binarize)
+    refused(torch.nn.Sequential(lin, gate(torch, [1.0, 0.5]), out), binarize)
+    refused(torch.nn.Sequential(lin, gate(torch, [-1.0, 1.0]), out), binarize)
+    refused(torch.nn.Sequential(lin, gate(torch, [1.0, 1.0], Activation("hardtanh", -1.0, 1.0)),
+                                linear(torch, [[1.0, 1.0]], [0.0]), torch.nn.ReLU(), linear(torch, [[1.0]])),
+            "all activations of the model must be of one kind, got hardtanh, relu")
+    from snl_train.gates import ReLUGate
+    refused(torch.nn.Sequential(lin, ReLUGate(), out),
+            "a ReLUGate has no c yet: run one forward pass (materialize_gates) first")
+    relu = torch.nn.ReLU()
+    model = torch.nn.Sequential(linear(torch, [[1.0]], [0.0]), relu, linear(torch, [[1.0]], [0.0]), relu,
+                                linear(torch, [[1.0]]))
+    add_gates(model, example_input=torch.zeros(2, 1, dtype=torch.float64))
+    del model.snl_gates._modules["1_1"]
+    refused(model, "the gated model has no gate for its ReLU '3' (site '1_1')")
+    del model.snl_gates._modules["1"]
+    refused(model, "the gated model has no gate for its ReLU '1' (site '1')")
