@@ -13,6 +13,7 @@ from capacity.pieces import (
     EXACT_RATE,
     NetworkError,
     _check_work,
+    bounds_report,
     build_parser,
     exact_work,
     load_network,
@@ -491,3 +492,47 @@ def test_from_torch_gate_errors():
     refused(model, "the gated model has no gate for its ReLU '3' (site '1_1')")
     del model.snl_gates._modules["1"]
     refused(model, "the gated model has no gate for its ReLU '1' (site '1')")
+
+
+def test_from_torch_gate_without_activation_is_relu():
+    """A gate object that predates per-gate activations (no ``activation``) counts as ReLU."""
+    torch = pytest.importorskip("torch")
+    from capacity.pieces import from_torch
+
+    class ReLUGate(torch.nn.Module):  # recognised by its name and its c, as snl_train's
+        def __init__(self, c):
+            super().__init__()
+            self.c = torch.nn.Parameter(torch.tensor(c, dtype=torch.float64))
+
+    lin, out = linear(torch, [[1.0], [1.0]], [0.0, -1.0]), linear(torch, [[1.0, 1.0]], [0.0])
+    net = from_torch(torch.nn.Sequential(lin, ReLUGate([1.0, 0.0]), out))
+    assert net.activation == "relu" and net.layers[0].mask == (1, 0)
+    with pytest.raises(NetworkError, match=r"^all activations of the model must be of one kind, got hardtanh, relu$"):
+        from_torch(torch.nn.Sequential(lin, ReLUGate([1.0, 1.0]), linear(torch, [[1.0, 1.0]], [0.0]),
+                                       torch.nn.Hardtanh(), linear(torch, [[1.0]])))
+
+
+# ----------------------------------------------------------------------------- bounds
+
+
+def hard_tanh(layers, out):
+    return load_network({"activation": "hardtanh", "layers": layers, "output": {"weight": out}})
+
+
+@pytest.mark.parametrize("net, statement, capacity, sharp", [
+    # p = 3, widths (1, 1): Theorem 1 = p(p-1) d1 d2 + (p-1) d2 + 2 = 6 + 2 + 2; sharp (2 + 1)(2 + 1)
+    (hard_tanh([ONE, ONE], [1]), "Theorem 1", 10, 9),
+    # widths (1, 2), x = 1, y = 1: Corollary 1 = x y p(p-1) + y (p-1) + x (d2 - y)(p-1) + 2
+    # = 6 + 2 + 2 + 2; sharp (2 * 1 + 1)(2 * 1 + 1)
+    (hard_tanh([ONE, {"weight": [[1], [1]], "bias": [0, 0], "mask": [1, 0]}], [1, 1]), "Corollary 1", 12, 9),
+    # a zero row prunes one of 3: kept (2, 1), Corollary 2 = k1 k2 p(p-1) + k2 (p-1) + 2 = 12 + 2 + 2;
+    # sharp (2 * 2 + 1)(2 * 1 + 1)
+    (hard_tanh([{"weight": [[1], [1], [0]], "bias": [0, -1, 0]}, {"weight": [[1, 1, 1]], "bias": [0]}], [1]),
+     "Corollary 2", 16, 15),
+])
+def test_bounds_report_three_pieces(net, statement, capacity, sharp):
+    """With p = 3 (hard-tanh) every bound uses p, worked out from the paper's formulas."""
+    report = bounds_report(net)
+    assert report["p"] == 3
+    assert report["paper"] == {"statement": statement, "pieces": capacity - 1, "capacity": capacity}
+    assert report["sharp"] == {"pieces": sharp, "capacity": sharp + 1}
