@@ -529,6 +529,14 @@ def hard_tanh(layers, out):
     # sharp (2 * 2 + 1)(2 * 1 + 1)
     (hard_tanh([{"weight": [[1], [1], [0]], "bias": [0, -1, 0]}, {"weight": [[1, 1, 1]], "bias": [0]}], [1]),
      "Corollary 2", 16, 15),
+    # pruned and linearized: x = 1, y = 2 on kept widths (2, 2): Corollary 1 = 12 + 4 + 0 + 2;
+    # sharp (2 * 1 + 1)(2 * 2 + 1)
+    (hard_tanh([{"weight": [[1], [1], [0]], "bias": [0, -1, 0], "mask": [1, 0, 1]},
+                {"weight": [[1, 1, 1], [1, 0, 0]], "bias": [0, 0]}], [1, 1]), "Corollary 1 (pruned widths)", 18, 15),
+    # layer 1 pruned away (zero rows), layer 2 half linearized: x = 0, y = 1, Corollary 2 = 0 + 2 + 2;
+    # sharp 1 * (2 * 1 + 1)
+    (hard_tanh([{"weight": [[0], [0]], "bias": [1, 2]}, {"weight": [[1, 1], [1, 1]], "bias": [0, 0], "mask": [1, 0]}],
+               [1, 1]), "Corollary 2", 4, 3),
 ])
 def test_bounds_report_three_pieces(net, statement, capacity, sharp):
     """With p = 3 (hard-tanh) every bound uses p, worked out from the paper's formulas."""
