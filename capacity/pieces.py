@@ -279,7 +279,7 @@ def network_from_dict(data: Any) -> Network:
             raise NetworkError(f"{where} must be an object with 'weight' and 'bias'")
         weight = _matrix(raw["weight"], f"{where}.weight", fan_in)
         bias = _vector(raw["bias"], f"{where}.bias", len(weight))
-        if weight and input_width is None:
+        if index == 0 and weight and input_width is None:  # a later layer's rows are not the input
             input_width = len(weight[0])
         mask = _mask(raw.get("mask"), f"{where}.mask", len(weight))
         layers.append(Layer(weight, bias, mask))

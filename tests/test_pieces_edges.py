@@ -10,11 +10,14 @@ import pytest
 from capacity.cli import UsageError
 from capacity.pieces import (
     Layer,
+    Network,
+    PieceCount,
     EXACT_RATE,
     NetworkError,
     _check_work,
     bounds_report,
     build_parser,
+    count_pieces,
     exact_work,
     load_network,
     main,
@@ -255,6 +258,9 @@ def layers_of(*widths, kinks=None):
     ({"layers": [{"weight": [[1, 0], [2, 0], [-1, 0], [0, 1], [5, 0]], "bias": [1, 0, -1, 3, 0],
                   "mask": [1, 1, 1, 1, 0]}, {"weight": [[1] * 5], "bias": [0]}],
       "output": {"weight": [1]}, "origin": [1, 0], "direction": [2, 0]}, 25),
+    # t, 2t - 1, t - 1/2 kink at 0, 1/2, 1/2: two distinct, 3 * 1 + 3 * (1 * 3)
+    ({"layers": [{"weight": [[1], [2], [1]], "bias": [0, -1, "-1/2"]}, {"weight": [[1, 1, 1]], "bias": [0]}],
+      "output": {"weight": [1]}}, 12),
     # one layer: only its own multiply-adds
     ({"layers": layers_of(4), "output": {"weight": [1] * 4}}, 4),
 ])
@@ -544,3 +550,18 @@ def test_bounds_report_three_pieces(net, statement, capacity, sharp):
     assert report["p"] == 3
     assert report["paper"] == {"statement": statement, "pieces": capacity - 1, "capacity": capacity}
     assert report["sharp"] == {"pieces": sharp, "capacity": sharp + 1}
+
+
+# ----------------------------------------------------------------------------- fast path
+
+
+def test_fast_path_odd_networks():
+    """The float path takes a hand-built Network with float numbers, and a first layer of
+    width 0 (the output is then a constant: one piece; the input width stays 1, it is not
+    read from the next layer's empty rows)."""
+    floats = Network((Layer(((1.0,), (1.0,)), (0.0, -0.5), (1, 1)),), (1.0, 1.0), 0.0)
+    assert count_pieces(floats, exact=False) == PieceCount(3, (0.0, 0.5))
+    hollow = network_from_dict({"layers": [{"weight": [], "bias": []}, {"weight": [[]], "bias": [2]}],
+                                "output": {"weight": [3]}})
+    assert hollow.widths == (0, 1) and hollow([F(5)]) == 6
+    assert count_pieces(hollow, exact=False) == PieceCount(1, ()) == count_pieces(hollow)
