@@ -25,6 +25,12 @@ from capacity.pieces import (
     network_to_dict,
 )
 
+def one_layer(rows, bias, out):
+    """A one-hidden-layer ReLU network on the line t (input width 1)."""
+    return Network((Layer(tuple((F(r),) for r in rows), tuple(map(F, bias)), (1,) * len(rows)),),
+                   tuple(map(F, out)), 0)
+
+
 ONE = {"weight": [[1]], "bias": [0]}  # one neuron, t -> relu(t)
 OUT1 = {"weight": [1]}
 
@@ -565,3 +571,24 @@ def test_fast_path_odd_networks():
                                 "output": {"weight": [3]}})
     assert hollow.widths == (0, 1) and hollow([F(5)]) == 6
     assert count_pieces(hollow, exact=False) == PieceCount(1, ()) == count_pieces(hollow)
+
+
+def test_fast_path_zero_slope_under_rounding():
+    """A pre-activation slope that is 0 exactly but 2.3e-13 in float64 (direction and weights
+    of ~1e4 that are not binary fractions) is zeroed relative to |direction| |weights|:
+    a constant neuron, no breakpoint near t = -4.4e12, as on the exact path."""
+    direction = (F(61, 84), F(49, 27), F(13, 63))
+    row = (-9000, 3000, F(275000, 52))  # row . direction = -9000 * 61/84 + 3000 * 49/27 + ... = 0
+    assert sum(w * d for w, d in zip(row, direction)) == 0
+    net = Network((Layer((row,), (1,), (1,)),), (10**6,), 0, origin=(0, 0, 0), direction=direction)
+    assert count_pieces(net) == count_pieces(net, exact=False) == PieceCount(1, ())
+
+
+def test_fast_path_is_silent():
+    """Zero slopes (0/0 and c/0 in the crossing formula) raise no numpy warning."""
+    import warnings
+
+    net = one_layer([0, 0, 1], [0, 1, 0], [1, 1, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert count_pieces(net, exact=False) == PieceCount(2, (0.0,))
