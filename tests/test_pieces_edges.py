@@ -592,3 +592,21 @@ def test_fast_path_is_silent():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert count_pieces(net, exact=False) == PieceCount(2, (0.0,))
+
+
+def test_fast_path_resolution():
+    """The float path tells breakpoints apart when they are more than tol (1 + |t|) apart,
+    tol = 1e-9: a layer-2 kink 1.5e-9 right of layer 1's kink at 0 is found; kinks at 1000
+    and 1000 + 1e-5 are two, at 1000 and 1000 + 1e-7 one (1e-7 < 1e-9 * 1001)."""
+    eps = F(3, 2) * F(1, 10**9)
+    # layer 1: relu(t) and t (linearized); layer 2: relu(t - 1.5e-9) and relu(relu(t))
+    near = load_network({"layers": [{"weight": [[1], [1]], "bias": [0, 0], "mask": [1, 0]},
+                                    {"weight": [[0, 1], [1, 0]], "bias": [str(-eps), 0]}],
+                         "output": {"weight": [1, 1]}})
+    assert count_pieces(near) == PieceCount(3, (0, eps))
+    fast = count_pieces(near, exact=False)
+    assert fast.pieces == 3 and fast.breakpoints == pytest.approx([0.0, float(eps)], abs=1e-15)
+    for gap, pieces in [(F(1, 10**5), 3), (F(1, 10**7), 2)]:
+        far = one_layer([1, 1], [-1000, -1000 - gap], [1, 1])
+        assert count_pieces(far).pieces == 3
+        assert count_pieces(far, exact=False).pieces == pieces
