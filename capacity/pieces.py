@@ -694,8 +694,8 @@ def _restrict_fast(net: Network, tol: float = 1e-9):
         a, c = s * pa, s * pc + icpt
         breaks = new
     v = np.array(_floats(net.output_weight))
-    slopes = a @ v if v.size else np.zeros(len(breaks) + 1)
-    scale = max(1.0, float(np.abs(slopes).max()) if slopes.size else 1.0)
+    slopes = a @ v  # one per piece (a layer of width 0 leaves a with no columns: zeros)
+    scale = max(1.0, float(np.abs(slopes).max()))
     changed = np.abs(np.diff(slopes)) > tol * scale
     return breaks[changed]
 

@@ -23,6 +23,7 @@ from capacity.pieces import (
     main,
     network_from_dict,
     network_to_dict,
+    sampled_pieces,
 )
 
 def one_layer(rows, bias, out):
@@ -610,3 +611,27 @@ def test_fast_path_resolution():
         far = one_layer([1, 1], [-1000, -1000 - gap], [1, 1])
         assert count_pieces(far).pieces == 3
         assert count_pieces(far, exact=False).pieces == pieces
+
+
+def test_fast_path_slope_changes():
+    """An output slope change counts when it exceeds tol * max(1, largest |slope|): 1.5e-9
+    between slopes 0 and 1.5e-9 does, 5e-7 between slopes of 1000 does not; a last layer of
+    width 0 leaves a constant."""
+    tiny = one_layer([1], [0], [F(3, 2) / 10**9])
+    assert count_pieces(tiny, exact=False) == PieceCount(2, (0.0,)) == count_pieces(tiny)
+    steep = one_layer([1, 1, 1], [10, 0, 0], [1000, 0, F(5, 10**7)])  # slopes 0, 1000, 1000 + 5e-7
+    assert count_pieces(steep) == PieceCount(3, (-10, 0))
+    assert count_pieces(steep, exact=False) == PieceCount(2, (-10.0,))
+    empty_last = load_network({"layers": [ONE, {"weight": [], "bias": []}], "output": {"weight": []}})
+    assert count_pieces(empty_last, exact=False) == PieceCount(1, ()) == count_pieces(empty_last)
+
+
+def test_sampled_pieces_window_and_step():
+    """Sampling sees only [lo, hi] (a kink half a step beyond hi is missed), and tol is
+    relative to the largest secant slope, also when the step is not 1."""
+    beyond = one_layer([1], [F(-101, 100)], [1])  # kink at 1.01; samples at -1, -0.98, ..., 1
+    assert sampled_pieces(beyond, -1, 1, 100) == 1
+    net = one_layer([1, 1], [0, -1], [1, F(1, 100)])  # slopes 0, 1, 101/100; kinks on the grid
+    assert sampled_pieces(net, -2, 3, 10) == 3
+    assert sampled_pieces(net, -2, 3, 10, tol=F(1, 200)) == 3  # 1/100 > 1/200 * 101/100
+    assert sampled_pieces(net, -2, 3, 10, tol=F(1, 100)) == 2
