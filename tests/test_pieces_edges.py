@@ -81,6 +81,10 @@ def refused(data, message):
      "layers[0].mask[1] must be 0 or 1, got true"),
     ({"layers": [{"weight": [[1]], "bias": [0], "mask": ["1"]}], "output": OUT1},
      'layers[0].mask[0] must be 0 or 1, got "1"'),
+    ({"layers": [{"weight": [[1]], "bias": [0], "mask": F(1)}], "output": OUT1},  # a parsed dict, not JSON
+     'layers[0].mask must be a list of 1 entries 0/1 (one per neuron), got "1"'),
+    ({"layers": [{"weight": [[1]], "bias": [0], "mask": [F(1, 2)]}], "output": OUT1},
+     'layers[0].mask[0] must be 0 or 1, got "1/2"'),
     ({"layers": [ONE], "output": [1]}, "'output' must be an object with 'weight' and 'bias'"),
     ({"layers": [ONE], "output": {"bias": 0}}, "'output' must be an object with 'weight' and 'bias'"),
     ({"layers": [ONE], "output": {"weight": [[1], [1]]}},
