@@ -85,6 +85,9 @@ def refused(data, message):
      'layers[0].mask must be a list of 1 entries 0/1 (one per neuron), got "1"'),
     ({"layers": [{"weight": [[1]], "bias": [0], "mask": [F(1, 2)]}], "output": OUT1},
      'layers[0].mask[0] must be 0 or 1, got "1/2"'),
+    ({"layers": [{"weight": F(1), "bias": [0]}], "output": OUT1}, 'layers[0].weight must be a list of rows, got "1"'),
+    ({"layers": [{"weight": [[1]], "bias": F(1, 2)}], "output": OUT1},
+     'layers[0].bias must be a list of numbers, got "1/2"'),
     ({"layers": [ONE], "output": [1]}, "'output' must be an object with 'weight' and 'bias'"),
     ({"layers": [ONE], "output": {"bias": 0}}, "'output' must be an object with 'weight' and 'bias'"),
     ({"layers": [ONE], "output": {"weight": [[1], [1]]}},
@@ -120,6 +123,8 @@ def test_reader_defaults_and_exact_numbers():
     assert net.output_weight == (1, F(1, 3)) and net.output_bias == 0
     assert (net.origin, net.direction, net.activation) == ((0,), (1,), "relu")
     assert network_from_dict({"layers": [ONE], "output": {"weight": [1], "bias": ["7/2"]}}).output_bias == F(7, 2)
+    row = network_from_dict({"layers": [ONE], "output": {"weight": [[2]], "bias": 5}})  # one row keeps the bias
+    assert (row.output_weight, row.output_bias) == ((2,), 5)
 
 
 def test_reader_line_and_input_width():
