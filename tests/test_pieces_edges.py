@@ -644,3 +644,30 @@ def test_sampled_pieces_window_and_step():
     assert sampled_pieces(net, -2, 3, 10) == 3
     assert sampled_pieces(net, -2, 3, 10, tol=F(1, 200)) == 3  # 1/100 > 1/200 * 101/100
     assert sampled_pieces(net, -2, 3, 10, tol=F(1, 100)) == 2
+
+
+def test_from_torch_refuses_lookalikes_and_non_finite_weights():
+    """Only a module named ReLUGate that has c is a gate (a module with c alone is not);
+    a NaN or infinite weight or bias is named in the error."""
+    torch = pytest.importorskip("torch")
+    from capacity.pieces import from_torch
+
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
+
+        def forward(self, z):
+            return self.c * z
+
+    with pytest.raises(NetworkError, match=r"^module 1 \(Scale\) is not Linear, ReLU, Hardtanh, LeakyReLU or ReLUGate$"):
+        from_torch(torch.nn.Sequential(linear(torch, [[1.0]], [0.0]), Scale(), linear(torch, [[1.0]])))
+    nan, inf = float("nan"), float("inf")
+    for hidden, out, message in [(([[nan]], [0.0]), ([[1.0]], [0.0]), "weight must be finite, got nan"),
+                                 (([[1.0]], [inf]), ([[1.0]], [0.0]), "bias must be finite, got inf"),
+                                 (([[1.0]], [0.0]), ([[-inf]], [0.0]), "weight must be finite, got -inf"),
+                                 (([[1.0]], [0.0]), ([[1.0]], [nan]), "bias must be finite, got nan")]:
+        model = torch.nn.Sequential(linear(torch, *hidden), torch.nn.ReLU(), linear(torch, *out))
+        with pytest.raises(NetworkError) as info:
+            from_torch(model)
+        assert str(info.value) == message
