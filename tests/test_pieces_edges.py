@@ -371,6 +371,7 @@ def test_from_torch_reads_weights_bias_and_masks():
     assert agrees(torch, model, net)
     bare = from_torch(torch.nn.Sequential(linear(torch, [[2.0]])))  # no hidden layer, no bias
     assert bare.layers == () and bare.output_weight == (2,) and bare.output_bias == 0
+    assert bare.activation == "relu" and count_pieces(bare) == PieceCount(1, ())
     alone = from_torch(linear(torch, [[3.0]], [1.0]))  # a Linear on its own, not a Sequential
     assert alone.layers == () and (alone.output_weight, alone.output_bias) == ((3,), 1)
 
@@ -390,8 +391,14 @@ def test_from_torch_line():
     assert from_torch(model, direction=[0, 2]).origin == (0, 0)
     with pytest.raises(NetworkError, match=r"^direction must not be the zero vector$"):
         from_torch(model, direction=[0, 0])
-    with pytest.raises(NetworkError, match=r"^origin must have length 2, got 1$"):
-        from_torch(model, origin=[0], direction=[1, 1])
+    for origin, direction, message in [
+            ([0], [1, 1], "origin must have length 2, got 1"),
+            ([0, 0], [1], "direction must have length 2, got 1"),
+            ([None, 0], [1, 1], "origin[0] must be a number, got null"),
+            ([0, 0], [1, "x"], "direction[1] must be an integer or a fraction p/q, got 'x'")]:
+        with pytest.raises(NetworkError) as info:
+            from_torch(model, origin=origin, direction=direction)
+        assert str(info.value) == message
     one = torch.nn.Sequential(linear(torch, [[1.0]], [0.0]), torch.nn.ReLU(), linear(torch, [[1.0]]))
     assert from_torch(one, origin=[5]).origin == (5,) and from_torch(one, direction=[-1]).direction == (-1,)
 
