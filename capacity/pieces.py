@@ -497,7 +497,7 @@ def _gate_kind(gate) -> str:
 
 def _scaled(values) -> tuple[list[int], int]:
     """Integers n_i and one denominator D > 0 with values_i = n_i / D."""
-    den = lcm(*(Fraction(v).denominator for v in values)) if values else 1
+    den = lcm(*(Fraction(v).denominator for v in values))  # lcm() = 1
     return [int(v * den) for v in values], den
 
 

@@ -18,6 +18,7 @@ from capacity.pieces import (
     bounds_report,
     build_parser,
     count_pieces,
+    layer_breakpoints,
     exact_work,
     load_network,
     main,
@@ -65,6 +66,7 @@ def refused(data, message):
     ({"layers": [{"weight": [[1]], "bias": [None]}], "output": OUT1}, "layers[0].bias[0] must be a number, got null"),
     ({"layers": [{"weight": [[1]], "bias": [{"a": 1}]}], "output": OUT1},
      'layers[0].bias[0] must be a number, got {"a": 1}'),
+    ({"layers": [{"weight": [[1]], "bias": [1j]}], "output": OUT1}, 'layers[0].bias[0] must be a number, got "1j"'),
     ({"layers": [{"weight": [[1]], "bias": [float("inf")]}], "output": OUT1},
      "layers[0].bias[0] must be finite, got inf"),
     ({"layers": [{"weight": [[1]], "bias": [float("nan")]}], "output": OUT1},
@@ -678,3 +680,20 @@ def test_from_torch_refuses_lookalikes_and_non_finite_weights():
         with pytest.raises(NetworkError) as info:
             from_torch(model)
         assert str(info.value) == message
+
+
+def test_later_threshold_inside_an_interval():
+    """Hard-tanh, layer 2: z = t - 3/2 crosses -1 at t = 1/2 (left of layer 1's interval
+    (1, inf)) and 1 at t = 5/2 (inside it): both kinks of hardtanh(t - 3/2) are found."""
+    net = load_network({"activation": "hardtanh",
+                        "layers": [{"weight": [[1], [1]], "bias": [0, 0], "mask": [1, 0]},
+                                   {"weight": [[0, 1]], "bias": ["-3/2"]}],
+                        "output": {"weight": [1]}})
+    assert layer_breakpoints(net) == ((-1, 1), (-1, F(1, 2), 1, F(5, 2)))
+    assert count_pieces(net) == PieceCount(3, (F(1, 2), F(5, 2)))
+    mirrored = load_network({"activation": "hardtanh",  # the same with t -> -t (a negative slope)
+                             "layers": [{"weight": [[-1], [-1]], "bias": [0, 0], "mask": [1, 0]},
+                                        {"weight": [[0, 1]], "bias": ["-3/2"]}],
+                             "output": {"weight": [1]}})
+    assert layer_breakpoints(mirrored) == ((-1, 1), (F(-5, 2), -1, F(-1, 2), 1))
+    assert count_pieces(mirrored) == PieceCount(3, (F(-5, 2), F(-1, 2)))
