@@ -104,6 +104,8 @@ def refused(data, message):
     ({"layers": [ONE], "output": OUT1, "origin": [0, 0]}, "layers[0].weight[0] must have length 2, got 1"),
     ({"layers": [ONE], "output": OUT1, "direction": [1, 1]}, "layers[0].weight[0] must have length 2, got 1"),
     ({"layers": [ONE], "output": OUT1, "origin": [0], "direction": [1, 1]}, "direction must have length 1, got 2"),
+    ({"layers": [ONE], "output": OUT1, "origin": 5}, "origin must be a list of numbers, got 5"),
+    ({"layers": [ONE], "output": OUT1, "origin": ["x"]}, "origin[0] must be an integer or a fraction p/q, got 'x'"),
     ({"layers": [{"weight": [[1, 2]], "bias": [0]}], "output": OUT1}, "direction must be a list of numbers, got null"),
     ({"layers": [ONE], "output": OUT1, "direction": [0]}, "direction must not be the zero vector"),
     ({"layers": [ONE], "output": OUT1, "direction": ["0/5"]}, "direction must not be the zero vector"),
