@@ -279,7 +279,7 @@ def network_from_dict(data: Any) -> Network:
             raise NetworkError(f"{where} must be an object with 'weight' and 'bias'")
         weight = _matrix(raw["weight"], f"{where}.weight", fan_in)
         bias = _vector(raw["bias"], f"{where}.bias", len(weight))
-        if weight and input_width is None:
+        if index == 0 and weight and input_width is None:  # a later layer's rows are not the input
             input_width = len(weight[0])
         mask = _mask(raw.get("mask"), f"{where}.mask", len(weight))
         layers.append(Layer(weight, bias, mask))
@@ -352,13 +352,15 @@ def _sequential_items(module, nn) -> list:
     """The modules a Sequential calls, in order, with each ReLU replaced by its SNL gate.
 
     ``children()`` would drop a module that appears twice, so the items are read from the
-    Sequential itself. A model gated by ``snl_train.gates.add_gates`` keeps its ``nn.ReLU``
-    items but calls the gate ``model.snl_gates.<site>`` instead; the site of the k-th call
-    (k >= 1) of one ReLU instance registered as "n" is "n_k", as torch.fx names it.
+    Sequential itself. A model gated by ``snl_train.gates.add_gates`` keeps its activation
+    items (``nn.ReLU``, ``nn.Hardtanh``, ...) but calls the gate ``model.snl_gates.<site>``
+    instead; the site of the k-th call (k >= 1) of one activation instance registered as "n"
+    is "n_k", as torch.fx names it.
     (capacity does not import snl_train: the gate is recognised by its container.)
     """
     if not isinstance(module, nn.Sequential):
         return [module]
+    gated = (nn.ReLU, nn.Hardtanh, nn.LeakyReLU, nn.ReLU6)  # the ReLU family add_gates gates
     container = module._modules.get(_GATE_CONTAINER)
     first_name: dict[int, str] = {}
     calls: dict[int, int] = {}
@@ -366,14 +368,15 @@ def _sequential_items(module, nn) -> list:
     for name, sub in module._modules.items():
         if name == _GATE_CONTAINER:
             continue
-        if container is not None and type(sub) is nn.ReLU:
+        if container is not None and type(sub) in gated:
             first_name.setdefault(id(sub), name)
             count = calls.get(id(sub), 0)
             calls[id(sub)] = count + 1
             site = first_name[id(sub)] if count == 0 else f"{first_name[id(sub)]}_{count}"
             gate = container._modules.get(site)
             if gate is None:
-                raise NetworkError(f"the gated model has no gate for its ReLU {name!r} (site {site!r})")
+                raise NetworkError(f"the gated model has no gate for its {type(sub).__name__} {name!r} "
+                                   f"(site {site!r})")
             sub = gate
         items.append(sub)
     return items
@@ -384,9 +387,10 @@ def from_torch(module, origin=None, direction=None) -> Network:
 
     Each hidden Linear may be followed by ``nn.ReLU`` (mask all ones), ``nn.Hardtanh()``,
     ``nn.LeakyReLU(0.01)``, an ``snl_train.gates.ReLUGate`` whose ``c`` is 0/1 per neuron
-    (variant "linearize": c = 0 linearizes; variant "zero": c = 0 prunes), or nothing
-    (a linearized layer). A Sequential gated by ``snl_train.gates.add_gates`` counts with
-    its gates (binarize them first). The last module must be a Linear with one output.
+    (variant "linearize": c = 0 linearizes; variant "zero": c = 0 prunes; the gate's own
+    activation, one of those three), or nothing (a linearized layer); all activations of one
+    kind; ``nn.Identity`` and ``nn.Flatten`` are skipped wherever they stand. A Sequential gated by ``snl_train.gates.add_gates`` counts with its gates
+    (binarize them first). The last module must be a Linear with one output.
     Float weights are converted exactly (``Fraction(float)``). torch is imported only here.
 
     Args:
@@ -394,8 +398,8 @@ def from_torch(module, origin=None, direction=None) -> Network:
         origin, direction: the line; default 0 and 1 for a one-dimensional input.
 
     Raises:
-        NetworkError: an unsupported module, a non-binary gate, several outputs, or a
-            missing line for an input wider than 1.
+        NetworkError: an unsupported module, a non-binary gate, mixed activations, several
+            outputs, or a missing line for an input wider than 1.
 
     Example:
         >>> import torch.nn as nn                                   # doctest: +SKIP
@@ -413,19 +417,19 @@ def from_torch(module, origin=None, direction=None) -> Network:
         if isinstance(sub, nn.Linear):
             linears.append(sub)
             acts.append(None)
+        elif isinstance(sub, (nn.Identity, nn.Flatten)):  # no-ops on a batch of vectors, anywhere
+            continue
         elif not linears or acts[-1] is not None:
             raise NetworkError(f"module {index} ({type(sub).__name__}) must follow a Linear layer")
         elif type(sub) in names:
             acts[-1] = sub
         elif type(sub).__name__ == "ReLUGate" and hasattr(sub, "c"):
             acts[-1] = sub
-        elif isinstance(sub, (nn.Identity, nn.Flatten)):
-            continue
         else:
             raise NetworkError(f"module {index} ({type(sub).__name__}) is not Linear, ReLU, Hardtanh, LeakyReLU or ReLUGate")
     if not linears or acts[-1] is not None or linears[-1].out_features != 1:
         raise NetworkError("the model must end with a Linear layer with one output")
-    activation = "relu"
+    kinds = set()  # the activations used; a model whose layers mix kinds cannot be one Network
     layers = []
     for lin, act in zip(linears[:-1], acts[:-1]):
         weight = [[_number(float(w), "weight") for w in row] for row in lin.weight.detach().double().tolist()]
@@ -440,6 +444,7 @@ def from_torch(module, origin=None, direction=None) -> Network:
             cs = act.c.detach().reshape(-1).double().cpu().tolist()
             if len(cs) != lin.out_features or any(c not in (0.0, 1.0) for c in cs):
                 raise NetworkError("a ReLUGate must have one c per neuron, each 0 or 1 (binarize it first)")
+            kinds.add(_gate_kind(act))
             if getattr(act, "variant", "linearize") == "zero":
                 weight = [row if c else [0] * len(row) for row, c in zip(weight, cs)]
                 bias = [b if c else 0 for b, c in zip(bias, cs)]
@@ -451,10 +456,11 @@ def from_torch(module, origin=None, direction=None) -> Network:
                 raise NetworkError("only Hardtanh(-1, 1) is supported")
             if kind == "leaky_relu" and act.negative_slope != 0.01:
                 raise NetworkError("only LeakyReLU(0.01) is supported")
-            if activation != "relu" and kind != activation and kind != "relu":
-                raise NetworkError("all activations of the model must be of one kind")
-            activation = kind if kind != "relu" else activation
+            kinds.add(kind)
         layers.append(Layer(tuple(map(tuple, weight)), tuple(bias), tuple(mask)))
+    if len(kinds) > 1:
+        raise NetworkError(f"all activations of the model must be of one kind, got {', '.join(sorted(kinds))}")
+    activation = kinds.pop() if kinds else "relu"
     last = linears[-1]
     out_weight = tuple(_number(float(w), "weight") for w in last.weight.detach().double().reshape(-1).tolist())
     out_bias = _number(float(last.bias.item()), "bias") if last.bias is not None else 0
@@ -468,6 +474,20 @@ def from_torch(module, origin=None, direction=None) -> Network:
     return Network(tuple(layers), out_weight, out_bias, origin, direction, activation)
 
 
+def _gate_kind(gate) -> str:
+    """The key of ``ACTIVATIONS`` an SNL gate stands for (its ``activation``; ReLU if none)."""
+    spec = getattr(gate, "activation", None)
+    family = getattr(spec, "family", "relu")
+    if family == "relu":
+        return "relu"
+    if family == "hardtanh" and (spec.low, spec.high) == (-1.0, 1.0):
+        return "hardtanh"
+    if family == "leaky_relu" and spec.slope == 0.01:
+        return "leaky_relu"
+    raise NetworkError(f"a ReLUGate for {spec} is not supported: only ReLU, Hardtanh(-1, 1) "
+                       "and LeakyReLU(0.01) gates are")
+
+
 # ----------------------------------------------------------------------------- exact path
 #
 # All maps of one layer share one denominator, so the arithmetic is on Python ints and a
@@ -477,7 +497,7 @@ def from_torch(module, origin=None, direction=None) -> Network:
 
 def _scaled(values) -> tuple[list[int], int]:
     """Integers n_i and one denominator D > 0 with values_i = n_i / D."""
-    den = lcm(*(Fraction(v).denominator for v in values)) if values else 1
+    den = lcm(*(Fraction(v).denominator for v in values))  # lcm() = 1
     return [int(v * den) for v in values], den
 
 
@@ -674,8 +694,8 @@ def _restrict_fast(net: Network, tol: float = 1e-9):
         a, c = s * pa, s * pc + icpt
         breaks = new
     v = np.array(_floats(net.output_weight))
-    slopes = a @ v if v.size else np.zeros(len(breaks) + 1)
-    scale = max(1.0, float(np.abs(slopes).max()) if slopes.size else 1.0)
+    slopes = a @ v  # one per piece (a layer of width 0 leaves a with no columns: zeros)
+    scale = max(1.0, float(np.abs(slopes).max()))
     changed = np.abs(np.diff(slopes)) > tol * scale
     return breaks[changed]
 
