@@ -15,11 +15,11 @@ from capacity.allocation import Site, allocate
 from snl_train.checkpoint import CheckpointError
 from snl_train.config import RunConfig
 from snl_train.data import load_dataset
-from snl_train.gates import add_gates, gate_sites
+from snl_train.gates import add_gates, gate_parameters, gate_sites
 from snl_train.models import build_model
 from snl_train.trainer import (_DEFAULTS, AllocationError, BudgetError, NonFiniteLoss, Trainer,
                                _config_differences, _flat_defaults, _option_name, _shown,
-                               allocation_sites, binarize_within_budget, evaluate, plan_allocation,
+                               allocation_sites, binarize_within_budget, evaluate, kd_loss, plan_allocation,
                                resolve_budget)
 
 WIDTHS = (12, 6)  # two ReLU sites: 12 + 6 ReLUs
@@ -549,3 +549,88 @@ def test_one_distributed_rank_reports_its_replica_and_stops_on_a_nan_loss(one_ra
 
     with pytest.raises(NonFiniteLoss, match="^loss is nan in pretrain epoch 1$"):
         Trainer(config(budget=TOTAL, epochs=(1, 0, 0)), NaN, data, dist=one_rank).run()
+    official = config(budget=TOTAL, epochs=(0, 0, 2))
+    official.recipe, official.validation_fraction = "official", 0.25
+    t = Trainer(official, lambda: build_model("mlp", 3, (8,), WIDTHS), data, dist=one_rank)
+    chosen = t.run()["finetune_selection"]
+    assert chosen["validation_accuracy"] == evaluate(t.model, t.validation, "cpu")
+
+
+# ----------------------------------------------------------------------------- more of the same, by survivor
+
+def test_kd_loss_defaults_are_t_4_and_equal_weights():
+    torch.manual_seed(2)
+    s, t, y = torch.randn(6, 3), torch.randn(6, 3), torch.randint(0, 3, (6,))
+    assert kd_loss(s, t, y).item() == pytest.approx(_distillation(s, t, y, 4.0, 0.5).item(), rel=1e-5)
+
+
+def test_a_file_allocation_under_a_latency_budget_is_priced_by_the_cost_model(tmp_path):
+    """Linear + rho + 3 beta: 3 ReLUs at the first site fit, 3 more at the second do not."""
+    from snl_train.latency import latency_plan
+
+    x = torch.zeros(1, 8)
+    net = add_gates(build_model("mlp", 3, (8,), WIDTHS), example_input=x)
+    cost = _latency_cost()
+    plan = latency_plan(net, x, float(cost.linear + cost.per_layer + 3 * cost.per_relu) * (1 + 1e-12), "lan")
+    sites = allocation_sites(net, x)
+    one, both = tmp_path / "one.json", tmp_path / "both.json"
+    one.write_text(json.dumps({"features.2": 3}))
+    both.write_text(json.dumps({"features.2": 3, "features.4": 3}))
+    assert plan_allocation(str(one), sites, 0, latency=plan).counts == (3, 0)
+    with pytest.raises(AllocationError, match="over the latency budget"):
+        plan_allocation(str(both), sites, 0, latency=plan)
+    assert plan_allocation("uniform", sites, 0, latency=plan).counts == (0, 0)  # two sites cost 2 rho
+    assert plan_allocation("sharp", sites, 0, latency=plan).total == 3
+
+
+def test_resuming_a_finished_run_returns_its_result_with_frozen_gates(tmp_path):
+    first = trainer(config(budget=9))
+    first.out_dir = tmp_path
+    expected = first.run()
+    data = load_dataset("random", n=32, dim=8, num_classes=3)
+    lines = []
+    again = Trainer(config(budget=9), lambda: build_model("mlp", 3, (8,), WIDTHS), data, out_dir=tmp_path,
+                    log=lines.append)
+    result = again.run(resume=True)
+    assert result["per_layer"] == expected["per_layer"] and result["relu_count"] == 9
+    assert not any(p.requires_grad for p in gate_parameters(again.model))
+    assert lines == [f"resumed from {tmp_path / 'checkpoint.pt'}: done after epoch 0"]
+
+
+class _NoInt:
+    """A checkpoint entry whose conversion fails with a blank message."""
+
+    def __int__(self):
+        raise ValueError("\n")
+
+
+def test_a_checkpoint_that_fails_to_load_is_named_with_the_first_line_of_the_reason(tmp_path):
+    t = trainer(config(budget=TOTAL))
+    cfg = t.config.to_dict()
+    where = "checkpoint"  # no out_dir: the message names no directory
+    for state, reason in (({"config": cfg, "stage": "nowhere"}, "unknown stage 'nowhere'"),
+                          ({"config": cfg, "stage": "search"}, "KeyError: 'epoch'"),
+                          ({"config": cfg, "stage": "search", "epoch": _NoInt()}, "ValueError: ")):
+        with pytest.raises(CheckpointError, match=f"^corrupt or incompatible checkpoint {where}: "
+                                                  f"{re.escape(reason)}$"):
+            t._restore(state)
+    t.out_dir = tmp_path
+    path = re.escape(str(tmp_path / "checkpoint.pt"))
+    with pytest.raises(CheckpointError, match=f"^corrupt or incompatible checkpoint {path}: unknown stage"):
+        t._restore({"config": cfg, "stage": "nowhere"})
+    cfg["budget"] = 5
+    with pytest.raises(CheckpointError, match=f"^{path} was written with --budget 5, this run has 18"):
+        t._restore({"config": cfg, "stage": "search"})
+    cfg["budget"] = TOTAL
+    model = build_model("mlp", 3, (8,), (10, 6)).state_dict()
+    with pytest.raises(CheckpointError, match=f"^corrupt or incompatible checkpoint {path}: its model "
+                                              f"does not fit this model: Error\\(s\\) in loading state_dict"):
+        t._restore({"config": cfg, "stage": "pretrain", "epoch": 0, "model": model})
+
+
+def test_the_recipe_state_a_checkpoint_keeps_restores_the_lowest_count_and_best_epochs():
+    t = _official(0.25)
+    t.lowest_count, t.best = 7, {"test": {"epoch": 1, "accuracy": 0.25}}
+    other = _official(0.25)
+    other._restore_recipe({"config": {"recipe": "official"}, "recipe": t._recipe_state()})
+    assert (other.lowest_count, other.best) == (7, t.best)
