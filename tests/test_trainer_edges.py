@@ -10,17 +10,20 @@ from fractions import Fraction
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Subset, TensorDataset
 
 from capacity.allocation import Site, allocate
-from snl_train.checkpoint import CheckpointError
+from snl_train.accounting import SiteCount
+from snl_train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from snl_train.config import RunConfig
 from snl_train.data import load_dataset
 from snl_train.gates import add_gates, gate_parameters, gate_sites
 from snl_train.models import build_model
+from snl_train.speed import precision_warning
 from snl_train.trainer import (_DEFAULTS, AllocationError, BudgetError, NonFiniteLoss, Trainer,
                                _config_differences, _flat_defaults, _option_name, _shown,
-                               allocation_sites, binarize_within_budget, evaluate, kd_loss, plan_allocation,
-                               resolve_budget)
+                               allocation_sites, batches, binarize_within_budget, evaluate, kd_loss,
+                               plan_allocation, resolve_budget, retention_report)
 
 WIDTHS = (12, 6)  # two ReLU sites: 12 + 6 ReLUs
 TOTAL = sum(WIDTHS)
@@ -634,3 +637,158 @@ def test_the_recipe_state_a_checkpoint_keeps_restores_the_lowest_count_and_best_
     other = _official(0.25)
     other._restore_recipe({"config": {"recipe": "official"}, "recipe": t._recipe_state()})
     assert (other.lowest_count, other.best) == (7, t.best)
+
+
+def test_retention_report_puts_the_learned_counts_next_to_both_optima():
+    """d = (12, 6), B = 9, worked by hand. Paper (Theorem 2): a1 = (B + d2 - 1) / (2 d1) = 7/12,
+    a2 = (B - d2 + 1) / (2 d2) = 1/3, i.e. 7 and 2 ReLUs; x (d2 + y) + y + 2 = 60 at y = 2, the
+    integer optimum too. Sharp: (x + 1)(y + 1) + 1 with x + y = 9 peaks at 4.5 each (125/4);
+    in integers 4 + 5 either way round, 31."""
+    counts = [SiteCount("a", 12, 3), SiteCount("b", 6, 2)]
+    report = retention_report(counts, 9)
+    assert report == {
+        "learned_alpha": [3 / 12, 2 / 6], "learned_retained": [3, 2],
+        "predicted": {
+            "paper": {"alpha": ["7/12", "1/3"], "alpha_float": [7 / 12, 1 / 3],
+                      "retained": ["7", "2"], "retained_float": [7.0, 2.0],
+                      "integer_retained": [[7, 2]], "integer_value": 60, "value": "60",
+                      "interior": True, "active": "interior"},
+            "sharp": {"alpha": ["3/8", "3/4"], "alpha_float": [0.375, 0.75],
+                      "retained": ["9/2", "9/2"], "retained_float": [4.5, 4.5],
+                      "integer_retained": [[4, 5], [5, 4]], "integer_value": 31, "value": "125/4"}}}
+    over = retention_report(counts, 20)["predicted"]
+    assert over == {name: {"error": "budget 20 exceeds the 18 neurons of the network"}
+                    for name in ("paper", "sharp")}
+
+
+def test_result_json_of_a_run_without_epochs():
+    """No epoch at all: every field that does not depend on training, and the opening log line."""
+    t = _logged(config(budget=TOTAL))
+    result = t.run()
+    first, second = site_names(result)
+    assert {k: result[k] for k in ("relu_budget", "relu_count", "relu_count_before", "relu_total",
+                                   "budget_reached_by_search", "unsupported_activations",
+                                   "training_only_sites", "final_lambda", "recipe", "allocation")} == {
+        "relu_budget": TOTAL, "relu_count": TOTAL, "relu_count_before": TOTAL, "relu_total": TOTAL,
+        "budget_reached_by_search": True, "unsupported_activations": {}, "training_only_sites": [],
+        "final_lambda": 1e-5, "recipe": "paper",
+        "allocation": {"allocation": "learned", "kind": "learned", "quotas": None}}
+    assert result["per_layer"] == [{"name": first, "family": "relu", "total": 12, "kept": 12},
+                                   {"name": second, "family": "relu", "total": 6, "kept": 6}]
+    assert result["gating"] == {"mechanism": "fx", "reason": ""}  # traced: nothing to explain
+    assert result["config"] == t.config.to_dict() and result["learned_retained"] == [12, 6]
+    assert result["online_latency_s"] == result["latency"]["total_seconds"]
+    assert t.lines[0] == "random: 32 train / 32 test; mlp with 18 ReLUs, budget 18"
+
+
+def test_each_stage_builds_its_optimizer_from_its_own_config():
+    cfg = config(budget=TOTAL)
+    cfg.pretrain.lr, cfg.pretrain.momentum, cfg.pretrain.weight_decay = 0.3, 0.7, 0.01
+    cfg.search.lr, cfg.search.weight_decay = 0.02, 0.003
+    cfg.finetune.lr, cfg.finetune.momentum, cfg.finetune.weight_decay = 0.04, 0.6, 0.002
+    t = trainer(cfg)
+    t._start()
+    (group,) = t.optimizer.param_groups
+    assert isinstance(t.optimizer, torch.optim.SGD) and len(group["params"]) == 6
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.3, 0.7, 0.01)
+    t._advance()
+    weights, gates = t.optimizer.param_groups
+    assert isinstance(t.optimizer, torch.optim.Adam)
+    assert [id(p) for p in gates["params"]] == [id(p) for p in gate_parameters(t.model)]
+    assert len(weights["params"]) == 6 and (weights["lr"], weights["weight_decay"]) == (0.02, 0.003)
+    assert (gates["lr"], gates["weight_decay"]) == (0.02, 0.0)
+    t._advance()
+    (group,) = t.optimizer.param_groups
+    assert isinstance(t.optimizer, torch.optim.SGD) and len(group["params"]) == 6
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.04, 0.6, 0.002)
+    t._advance()
+    assert t.stage == "done" and t.optimizer is None and t.train_module is t.model
+
+
+def test_progress_bars_go_to_stderr_only_when_asked_and_threads_are_set(capsys):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        trainer(config(budget=TOTAL, epochs=(1, 0, 0))).run()
+        assert torch.get_num_threads() == 1 and capsys.readouterr().err == ""
+    finally:
+        torch.set_num_threads(before)
+    data = load_dataset("random", n=32, dim=8, num_classes=3)
+    Trainer(config(budget=TOTAL, epochs=(1, 0, 0)), lambda: build_model("mlp", 3, (8,), WIDTHS), data,
+            progress=True).run()
+    assert "pretrain 1" in capsys.readouterr().err
+
+
+def test_batches_slice_tensors_and_leave_other_datasets_to_a_seeded_data_loader():
+    """Unshuffled: consecutive slices, the last one short. Shuffled tensors: the permutation
+    torch.randperm draws from the generator. Any other dataset: a DataLoader, shuffled by the
+    generator (the same seed, the same order) in batches of the size asked for."""
+    data = TensorDataset(torch.arange(10.0).view(10, 1), torch.arange(10))
+    plain = batches(data, 4, shuffle=False)
+    assert isinstance(plain, list) and [b[1].tolist() for b in plain] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(5)).tolist()
+    sliced = batches(data, 4, True, torch.Generator().manual_seed(5))
+    assert [y for _, b in sliced for y in b.tolist()] == order
+
+    def loaded(seed):
+        shuffled = batches(Subset(data, range(10)), 4, True, torch.Generator().manual_seed(seed))
+        return [b.tolist() for _, b in shuffled]
+
+    first = loaded(5)
+    assert first == loaded(5) and [len(b) for b in first] == [4, 4, 2]
+    assert sorted(sum(first, [])) == list(range(10)) != sum(first, [])
+
+
+def test_speed_options_are_checked_and_applied():
+    with pytest.raises(ValueError, match="^--amp fp16 needs a CUDA device"):
+        trainer(_amp("fp16"))
+    t = _logged(_amp("bf16"))
+    warning = precision_warning("bf16", torch.device("cpu"))
+    assert t.lines == ([] if warning is None else [warning])
+    cfg = config(budget=TOTAL)
+    cfg.model, cfg.channels_last = "convnet", True
+    data = load_dataset("random", n=8, num_classes=3, shape=(1, 4, 4))
+    t = Trainer(cfg, lambda: build_model("convnet", 3, (1, 4, 4), (2,)), data)
+    t._start()
+    conv = next(m for m in t.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def _amp(mode):
+    cfg = config(budget=TOTAL)
+    cfg.amp = mode
+    return cfg
+
+
+def test_compile_warns_about_a_model_gated_at_run_time_and_only_then():
+    def instance_forward():
+        model = build_model("mlp", 3, (8,), WIDTHS)
+        model.forward = model.forward
+        return model
+
+    data = load_dataset("random", n=32, dim=8, num_classes=3)
+    for compile_, factory, warned in ((True, instance_forward, True), (False, instance_forward, False),
+                                      (True, lambda: build_model("mlp", 3, (8,), WIDTHS), False)):
+        cfg = config(budget=TOTAL)
+        cfg.compile = compile_
+        lines = []
+        Trainer(cfg, factory, data, log=lines.append)._start()
+        expected = ("warning: --compile: this model is gated at run time (torch.fx cannot trace it "
+                    "faithfully), which torch.compile cannot run; pretraining is compiled, the search "
+                    "and finetuning run eagerly")
+        assert (expected in lines) == warned
+
+
+def test_resuming_a_finished_official_run_keeps_its_split_and_the_planned_allocation(tmp_path):
+    out = tmp_path / "a" / "b"  # created with its parents
+    cfg = config(budget=9, epochs=(0, 0, 1))
+    cfg.recipe, cfg.validation_fraction, cfg.allocation = "official", 0.25, "uniform"
+    make = lambda: Trainer(cfg, lambda: build_model("mlp", 3, (8,), WIDTHS),  # noqa: E731
+                           load_dataset("random", n=32, dim=8, num_classes=3), out_dir=out)
+    expected = make().run()
+    state = load_checkpoint(out / "checkpoint.pt")
+    state["allocation"]["rule"] = "as planned when the run started"
+    save_checkpoint(state, out / "checkpoint.pt")
+    resumed = make().run(resume=True)
+    assert resumed["finetune_selection"] == expected["finetune_selection"]
+    assert resumed["allocation"]["rule"] == "as planned when the run started"
