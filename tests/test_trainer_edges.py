@@ -792,3 +792,63 @@ def test_resuming_a_finished_official_run_keeps_its_split_and_the_planned_alloca
     resumed = make().run(resume=True)
     assert resumed["finetune_selection"] == expected["finetune_selection"]
     assert resumed["allocation"]["rule"] == "as planned when the run started"
+
+
+def test_an_epoch_record_is_the_mean_loss_and_accuracy_over_the_training_set(tmp_path):
+    """At lr 0 the weights stay put through the epoch, so the record's loss and accuracy are
+    those of the model on the whole training set (batches of 8 of 32 samples), computed here."""
+    cfg = config(budget=TOTAL, epochs=(1, 0, 0))
+    cfg.pretrain.lr, cfg.pretrain.batch_size = 0.0, 8
+    t = trainer(cfg)
+    t.out_dir = tmp_path
+    t.run()
+    (record,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    x, y = t.data.train.tensors
+    with torch.no_grad():
+        logits = t.model(x)
+    loss = F.cross_entropy(logits, y).item()
+    assert record == {"stage": "pretrain", "epoch": 1, "loss": pytest.approx(loss),
+                      "train_accuracy": (logits.argmax(1) == y).float().mean().item(),
+                      "test_accuracy": evaluate(t.model, t.data.test, "cpu"), "relu_count": TOTAL,
+                      "lambda": None}
+
+
+def test_the_shuffles_do_not_depend_on_the_global_random_state(tmp_path):
+    """Each epoch shuffles with its own seeded generator: drawing from torch's global RNG
+    between epochs changes nothing."""
+    runs = []
+    for name, draw in (("plain", False), ("drawn", True)):
+        t = trainer(config(budget=TOTAL, epochs=(2, 0, 0)))
+        t.out_dir = tmp_path / name
+        if draw:
+            t.add_callback("on_epoch_end", lambda _: torch.rand(3))
+        t.run()
+        runs.append((tmp_path / name / "metrics.jsonl").read_text())
+    assert runs[0] == runs[1]
+
+
+def test_official_finetuning_follows_a_cosine_and_pretraining_its_steps():
+    """lr per epoch: pretraining 0.1 stepping x0.5 after epoch 1, official finetuning
+    0.3 (1 + cos(pi e / 2)) / 2; the validation split is scored only while finetuning."""
+    cfg = config(budget=TOTAL, epochs=(2, 0, 2))
+    cfg.recipe, cfg.validation_fraction, cfg.finetune.lr = "official", 0.25, 0.3
+    cfg.pretrain.lr, cfg.pretrain.milestones, cfg.pretrain.gamma = 0.1, (1,), 0.5
+    t = _logged(cfg)
+    seen = []
+    t.add_callback("on_epoch_end", lambda tr: seen.append(
+        (tr.stage, tr.optimizer.param_groups[0]["lr"], "validation_accuracy" in tr.last_record)))
+    t.run()
+    assert seen == [("pretrain", 0.1, False), ("pretrain", 0.05, False),
+                    ("finetune", 0.3, True), ("finetune", pytest.approx(0.15), True)]
+
+
+def test_the_official_loss_weighs_ce_and_the_scaled_kl_by_one_each():
+    t = _in_stage("finetune")
+    t.config.recipe = "official"
+    logits, x, y = _batch(t)
+    with torch.no_grad():
+        teacher = t.teacher(x)
+    temperature = t.config.finetune.temperature
+    ce = _distillation(logits, teacher, y, temperature, 0.0)
+    kd = _distillation(logits, teacher, y, temperature, 1.0)
+    assert t._loss(logits, x, y).item() == pytest.approx((ce + kd).item(), rel=1e-5)
