@@ -174,6 +174,8 @@ def test_budget_boundaries_resolve_exactly():
         resolve_budget(18, budget=19)
     with pytest.raises(BudgetError, match=r"budget fraction must be in \[0, 1\], got -0.1"):
         resolve_budget(18, fraction=-0.1)
+    with pytest.raises(BudgetError, match=r"budget fraction must be in \[0, 1\], got 1.5"):
+        resolve_budget(18, fraction=1.5)
 
 
 def test_a_run_at_fraction_zero_keeps_nothing_and_at_the_total_keeps_everything():
@@ -386,7 +388,8 @@ def test_official_finetuning_keeps_the_first_best_validation_epoch_and_reports_b
         "train_size": 24, "epoch": chosen + 1, "validation_accuracy": val[chosen]}
     selected = result["test_selected"]
     assert (selected["epoch"], selected["test_accuracy"]) == (by_test + 1, test[by_test])
-    assert "ON THE TEST SET" in selected["note"] and result["recipe"] == "official"
+    assert selected["note"].startswith("best finetuning epoch chosen ON THE TEST SET")
+    assert result["recipe"] == "official"
     assert "official recipe: 8 of 32 training samples held out to choose the best finetuning epoch" in t.lines
     assert (f"finetune: keeping epoch {chosen + 1}, the best validation accuracy ({val[chosen]:.4f} "
             f"on 8 held-out samples)") in t.lines
