@@ -20,7 +20,7 @@ from snl_train.data import load_dataset
 from snl_train.gates import add_gates, gate_parameters, gate_sites
 from snl_train.models import build_model
 from snl_train.speed import precision_warning
-from snl_train.trainer import (_DEFAULTS, AllocationError, BudgetError, NonFiniteLoss, Trainer,
+from snl_train.trainer import (_DEFAULTS, STAGES, AllocationError, BudgetError, NonFiniteLoss, Trainer,
                                _config_differences, _flat_defaults, _option_name, _shown,
                                allocation_sites, batches, binarize_within_budget, evaluate, kd_loss,
                                plan_allocation, resolve_budget, retention_report)
@@ -90,8 +90,9 @@ def _in_stage(stage: str, **search) -> Trainer:
     """A trainer moved to ``stage`` (no epochs run): a teacher and, from search on, gates."""
     t = trainer(config(budget=TOTAL, epochs=(0, 1, 1), **search))
     t._start()
-    while t.stage != stage:
+    for _ in range(STAGES.index(stage)):  # bounded: a trainer that never gets there fails, not hangs
         t._advance()
+    assert t.stage == stage
     return t
 
 
