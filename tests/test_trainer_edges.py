@@ -856,3 +856,11 @@ def test_the_official_loss_weighs_ce_and_the_scaled_kl_by_one_each():
     ce = _distillation(logits, teacher, y, temperature, 0.0)
     kd = _distillation(logits, teacher, y, temperature, 1.0)
     assert t._loss(logits, x, y).item() == pytest.approx((ce + kd).item(), rel=1e-5)
+
+
+def test_stage_end_callbacks_see_each_stage_once_before_it_is_left():
+    t = trainer(config(budget=TOTAL, epochs=(1, 0, 1)))
+    ended = []
+    t.add_callback("on_stage_end", lambda tr: ended.append((tr.stage, tr.epoch)))
+    t.run()
+    assert ended == [("pretrain", 1), ("search", 0), ("finetune", 1)]
