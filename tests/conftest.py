@@ -23,6 +23,12 @@ settings.register_profile("thorough", max_examples=2000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+if "MUTANT_UNDER_TEST" in os.environ:
+    # Under mutmut every mutant runs in a process forked from one that only collected the
+    # tests. The first optimizer a test builds imports torch._dynamo (about 6 s of CPU), and
+    # a forked process would pay that again for every mutant; import it once before forking.
+    import torch._dynamo  # noqa: F401
+
 
 def pytest_collection_modifyitems(config, items):
     """Under ``make mutate``, run a mutant's tests fastest first.
