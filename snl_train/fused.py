@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import warnings
 from importlib import resources
@@ -66,13 +67,31 @@ def _build_flags() -> list[str]:
     return flags
 
 
+def extension_name() -> str:
+    """The build's name: one per CPU capability, since the flags depend on it."""
+    capability = torch.backends.cpu.get_cpu_capability().lower().replace(" ", "_")
+    return f"snl_fused_gates_{capability}"
+
+
+def _is_built(name: str) -> bool:
+    """Whether torch's extensions directory already holds a build of ``name``."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+        return os.path.exists(os.path.join(_get_build_directory(name, verbose=False), f"{name}.so"))
+    except Exception:  # a private helper of torch: if it moves, only the notice is lost
+        return True
+
+
 def _load_ops() -> Any:
     """Compile (or reuse the cached build of) the kernels and return their op namespace."""
     from torch.utils.cpp_extension import load_inline
 
     source = resources.files(__package__).joinpath(SOURCE).read_text()
-    capability = torch.backends.cpu.get_cpu_capability().lower().replace(" ", "_")
-    load_inline(f"snl_fused_gates_{capability}", [source], extra_cflags=_build_flags(),
+    name = extension_name()
+    if not _is_built(name):  # a first build takes about 30 s: say why the run pauses
+        print("snl_train: compiling the fused gate kernels (once per machine, about 30 s)",
+              file=sys.stderr, flush=True)
+    load_inline(name, [source], extra_cflags=_build_flags(),
                 extra_ldflags=["-fopenmp"], is_python_module=False, no_implicit_headers=True)
     return torch.ops.snl_fused
 

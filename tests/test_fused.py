@@ -331,3 +331,18 @@ def test_inplace_on_an_input_that_needs_no_gradient_still_learns_the_slope(name)
     with eager_gates():
         gate(z.clone(), inplace=True).backward(torch.ones_like(z))
     assert_slope_grads_close(got, gate.c.grad, terms_scale=float(z.abs().sum()))
+
+
+def test_a_first_build_says_why_the_run_pauses(monkeypatch, capsys):
+    """No build in the extensions directory: one line on stderr before compiling; a cached build: none."""
+    import torch.utils.cpp_extension as cpp_extension
+
+    assert fused._is_built(fused.extension_name())  # built: the module is not skipped
+    assert not fused._is_built("snl_fused_gates_never_built")
+    monkeypatch.setattr(cpp_extension, "load_inline", lambda *args, **kwargs: None)
+    for cached, expected in ((True, ""), (False, "compiling the fused gate kernels")):
+        monkeypatch.setattr(fused, "_is_built", lambda name, cached=cached: cached)
+        fused._load_ops()
+        err = capsys.readouterr().err
+        assert (expected in err) if expected else err == ""
+        assert err.count("\n") == (0 if cached else 1)
