@@ -323,6 +323,27 @@ def test_a_latency_budget_for_three_relus_at_one_site_is_kept_and_reported():
                              f"s keeps)") for line in t.lines)
 
 
+def test_a_latency_budget_run_resumed_mid_search_gives_the_uninterrupted_result(tmp_path):
+    """The budget a latency run searches for is derived again on resume, not lost or changed."""
+    cost = _latency_cost()
+    seconds = float(cost.linear + cost.per_layer + 3 * cost.per_relu) * (1 + 1e-12)
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("latency", "online_latency_s")}  # noqa: E731
+    expected = strip(_logged(_latency_config(seconds, epochs=(1, 3, 1), lam=1e-6), tmp_path / "full").run())
+
+    def interrupt(trainer):
+        if trainer.stage == "search" and trainer.epoch == 1:
+            raise KeyboardInterrupt
+
+    cut = _logged(_latency_config(seconds, epochs=(1, 3, 1), lam=1e-6), tmp_path / "cut")
+    cut.add_callback("on_epoch_end", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        cut.run()
+    resumed = _logged(_latency_config(seconds, epochs=(1, 3, 1), lam=1e-6), tmp_path / "cut")
+    result = strip(resumed.run(resume=True))
+    assert resumed.budget == 3 and result["relu_budget"] == 3 and result["relu_count"] == 3
+    assert result == expected
+
+
 def test_a_latency_budget_that_everything_fits_is_reached_before_any_search_epoch():
     cost = _latency_cost()
     seconds = float(cost.linear + 2 * cost.per_layer + 18 * cost.per_relu) * (1 + 1e-9)
