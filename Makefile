@@ -43,7 +43,7 @@ bench: setup
 
 # Mutation testing of the six core modules (config: [tool.mutmut] in pyproject.toml;
 # results and the equivalent survivors: docs/mutation.md). `make mutate` runs a seeded random
-# sample of SAMPLE (100) mutants per module (under an hour on 2 cores; the same sample every time)
+# sample of SAMPLE (100) mutants per module (10 minutes on 2 cores; the same sample every time)
 # and prints each module's score with its 95 % interval; `make mutate-full` runs every mutant
 # (several hours), MUTANTS narrowing it, e.g. make mutate-full MUTANTS='capacity.optimum*'.
 # Results are cached in mutants/: a rerun only tests mutants of functions that changed.
