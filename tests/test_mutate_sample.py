@@ -76,3 +76,15 @@ def test_scores_and_exit_status(monkeypatch, capsys):
     monkeypatch.setattr(ms, "results", lambda mutmut: {})
     assert ms.main(["--report-only"]) == 2
     assert "no mutants found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--per-module", "0"], "argument --per-module: must be >= 1, got '0'"),
+    (["--target", "1.5"], "argument --target: must be in [0, 1]"),
+    (["--report-only", "--mutmut", "/nonexistent/mutmut"], "cannot run '/nonexistent/mutmut'"),
+    (["--report-only", "--mutmut", "false"], "false results failed"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    assert ms.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tools/mutate_sample.py: error: ") and message in err and err.count("\n") == 1

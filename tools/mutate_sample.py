@@ -16,13 +16,15 @@ Exit status: 0 when every module's sampled score is at least ``--target`` (90 %)
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import subprocess
 import sys
 from collections import defaultdict
 
+from capacity.cli import CommandParser, UsageError, command, integer, number
+
+PROG = "tools/mutate_sample.py"
 MODULES = ("capacity.bounds", "capacity.optimum", "capacity.pieces", "snl_train.gates",
            "snl_train.trainer", "snl_train.accounting")
 KILLED = {"killed", "timeout", "segfault"}  # the tests stopped the mutant
@@ -66,21 +68,28 @@ def draw(names: list[str], per_module: int, seed: int, modules=MODULES) -> dict[
 
 
 def results(mutmut: str) -> dict[str, str]:
-    out = subprocess.run([mutmut, "results", "--all", "true"], capture_output=True, text=True, check=True)
+    """Every generated mutant's status, from ``mutmut results --all true``."""
+    try:
+        out = subprocess.run([mutmut, "results", "--all", "true"], capture_output=True, text=True)
+    except OSError as exc:
+        raise UsageError(f"cannot run {mutmut!r}: {exc.strerror} (make mutmut installs it)") from None
+    if out.returncode != 0:
+        lines = out.stderr.strip().splitlines() or ["no message"]
+        raise UsageError(f"{mutmut} results failed: {lines[-1]}")
     return parse_results(out.stdout)
 
 
+@command(PROG)
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tools/mutate_sample.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--per-module", type=int, default=100, help="mutants drawn per module (default 100)")
-    parser.add_argument("--seed", type=int, default=20261127, help="the sample's seed (default 20261127)")
-    parser.add_argument("--target", type=float, default=0.90, help="score every module must reach (0.90)")
+    parser = CommandParser(PROG, failure="a module scored below --target",
+                           description=__doc__.split("\n")[0])
+    parser.add_argument("--per-module", type=integer(1), default=100, help="mutants drawn per module (default 100)")
+    parser.add_argument("--seed", type=integer(), default=20261127, help="the sample's seed (default 20261127)")
+    parser.add_argument("--target", type=number(0, 1), default=0.90, help="score every module must reach (0.90)")
     parser.add_argument("--mutmut", default="mutmut", help="the mutmut executable")
-    parser.add_argument("--max-children", type=int, default=2, help="mutmut worker processes (2)")
+    parser.add_argument("--max-children", type=integer(1), default=2, help="mutmut worker processes (2)")
     parser.add_argument("--report-only", action="store_true", help="run nothing; report the cached results")
     args = parser.parse_args(argv)
-    if args.per_module < 1:
-        parser.error("--per-module must be at least 1")
     names = list(results(args.mutmut))
     if not names and not args.report_only:
         # generate the mutants and map tests to functions: mutmut does both before it filters,
@@ -91,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         names = list(results(args.mutmut))
     sample = draw(names, args.per_module, args.seed)
     if not sample:
-        print("tools/mutate_sample.py: error: no mutants found (is [tool.mutmut] in pyproject.toml?)",
-              file=sys.stderr)
-        return 2
+        raise UsageError("no mutants found (is [tool.mutmut] in pyproject.toml?)")
     if not args.report_only:
         names = [n for group in sample.values() for n in group]
         subprocess.run([args.mutmut, "run", "--max-children", str(args.max_children), *names], check=False)
