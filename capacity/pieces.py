@@ -389,8 +389,9 @@ def from_torch(module, origin=None, direction=None) -> Network:
     ``nn.LeakyReLU(0.01)``, an ``snl_train.gates.ReLUGate`` whose ``c`` is 0/1 per neuron
     (variant "linearize": c = 0 linearizes; variant "zero": c = 0 prunes; the gate's own
     activation, one of those three), or nothing (a linearized layer); all activations of one
-    kind; ``nn.Identity`` and ``nn.Flatten`` are skipped wherever they stand. A Sequential gated by ``snl_train.gates.add_gates`` counts with its gates
-    (binarize them first). The last module must be a Linear with one output.
+    kind; ``nn.Identity`` and ``nn.Flatten`` are skipped wherever they stand. A Sequential
+    gated by ``snl_train.gates.add_gates`` counts with its gates (binarize them first). The
+    last module must be a Linear with one output.
     Float weights are converted exactly (``Fraction(float)``). torch is imported only here.
 
     Args:
